@@ -1,0 +1,5 @@
+#ifndef VFSSHIM_H
+#define VFSSHIM_H
+/* placeholder: being written */
+int vr_placeholder(void);
+#endif

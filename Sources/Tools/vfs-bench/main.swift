@@ -1,0 +1,1 @@
+print("vfs-bench: not yet")

@@ -1,0 +1,1 @@
+print("vfs-rebuild: not yet")

@@ -1,0 +1,7 @@
+import Testing
+@testable import VFSReplication
+
+@Test func errorCarriesMessage() {
+    let e = ReplicationError(.fenced, "database x: fenced")
+    #expect(e.description == "database x: fenced")
+}
