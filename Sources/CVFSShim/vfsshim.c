@@ -1,2 +1,1282 @@
+/*
+ * vfsshim.c - the `replicated` VFS.
+ *
+ * Written in the style of SQLite's own shims (ext/misc/cksumvfs.c, vfstrace.c): our file
+ * object starts with sqlite3_file and is followed by the parent's file object; files that are
+ * not replicated databases (temp files, journals of other databases) pass straight through.
+ *
+ * The commit is captured at the release of the WAL write lock (xShmLock slot 0, UNLOCK), after
+ * SQLite wrote, synced and published the commit frame (CAPTURE.md: never at the commit frame's
+ * xWrite, because cache-spill rewrites can still change earlier frames). The frames between the
+ * last captured position and the published mxFrame are re-read from the WAL, validated (salts,
+ * checksum chain), appended to the spool with one pwritev and the shared state is updated. The
+ * same reconciliation runs when the write lock is taken (to pick up the commit of a writer that
+ * died between publishing and spooling) and before the closing checkpoint.
+ */
 #include "vfsshim.h"
-int vr_placeholder(void) { return 0; }
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared state (mmap'ed by every process)                                                    */
+
+#define VR_STATE_MAGIC 0x56525354u /* 'VRST' */
+#define VR_STATE_VERSION 1u
+#define VR_STATE_SIZE 4096
+#define VR_SEGMENT_TARGET (64ull << 20) /* roll to a new segment past this size */
+#define VR_COPY_BUFFER (1u << 20)       /* frames copied per pread/pwritev */
+
+typedef struct VRState {
+    uint32_t magic;
+    uint32_t version;
+    _Atomic uint32_t seq; /* seqlock: odd while a writer updates */
+    uint32_t pageSize;
+    uint64_t lastTxid;
+    uint64_t appendSeg;
+    uint64_t appendOff;
+    uint32_t walValid;
+    uint32_t walFrame;
+    uint32_t walSalt1;
+    uint32_t walSalt2;
+    uint32_t walCk1;
+    uint32_t walCk2;
+    uint32_t commitPages;
+    uint32_t cleanValid;
+    int64_t lastCommitMs;
+    uint64_t cleanIno;
+    uint64_t cleanSize;
+    int64_t cleanMtimeNs;
+    uint64_t shippedTxid;
+    uint64_t shippedSeg;
+    uint64_t shippedOff;
+    uint64_t syncSeg;
+    uint64_t syncOff;
+    uint64_t captures;
+    uint64_t resets;
+    uint64_t spoolSyncs;
+} VRState;
+
+_Static_assert(sizeof(VRState) <= VR_STATE_SIZE, "state fits its page");
+_Static_assert(sizeof(vr_rec_header) == 64, "spool record header is 64 bytes");
+
+struct vr_db {
+    struct vr_db *pNext;
+    char *zPath;  /* canonical database path */
+    char *zDir;   /* X-vfsrepl */
+    int stateFd;
+    VRState *pState;
+    int lockFd;   /* uploader.lock, -1 unless elected */
+    /* Used only while holding the WAL write lock (or the closing checkpoint's exclusive lock),
+     * which serializes every connection of every process on this database. */
+    int segFd;
+    uint64_t segNo;
+    unsigned char *aBuf;
+};
+
+static pthread_mutex_t gMutex = PTHREAD_MUTEX_INITIALIZER;
+static vr_db *gDbs = NULL;
+static vr_stats gStats;
+
+static void stateBegin(VRState *s) { atomic_fetch_add_explicit(&s->seq, 1, memory_order_acq_rel); }
+static void stateEnd(VRState *s) { atomic_fetch_add_explicit(&s->seq, 1, memory_order_acq_rel); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small helpers                                                                              */
+
+static uint32_t get4(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static int64_t nowMs(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Canonical path: realpath of the directory + the last component (the file may not exist). */
+static char *canonicalPath(const char *zPath) {
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(zPath, '/');
+    const char *base = slash ? slash + 1 : zPath;
+    if (slash) {
+        size_t n = (size_t)(slash - zPath);
+        if (n == 0) n = 1; /* "/x" */
+        if (n >= sizeof(dir)) return NULL;
+        memcpy(dir, zPath, n);
+        dir[n] = 0;
+    } else {
+        strcpy(dir, ".");
+    }
+    if (!realpath(dir, real)) return NULL;
+    size_t need = strlen(real) + 1 + strlen(base) + 1;
+    char *out = malloc(need);
+    if (!out) return NULL;
+    if (strcmp(real, "/") == 0) snprintf(out, need, "/%s", base);
+    else snprintf(out, need, "%s/%s", real, base);
+    return out;
+}
+
+void vr_wal_checksum(int bigEndian, const void *data, size_t n, uint32_t *s) {
+    uint32_t s1 = s[0], s2 = s[1];
+    const uint32_t *x = (const uint32_t *)data;
+    const uint32_t *end = x + n / 4;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    int native = !bigEndian;
+#else
+    int native = bigEndian;
+#endif
+    if (native) {
+        while (x < end) {
+            s1 += x[0] + s2;
+            s2 += x[1] + s1;
+            x += 2;
+        }
+    } else {
+        while (x < end) {
+            s1 += __builtin_bswap32(x[0]) + s2;
+            s2 += __builtin_bswap32(x[1]) + s1;
+            x += 2;
+        }
+    }
+    s[0] = s1;
+    s[1] = s2;
+}
+
+static uint32_t crcTable[256];
+static pthread_once_t crcOnce = PTHREAD_ONCE_INIT;
+static void crcInit(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crcTable[i] = c;
+    }
+}
+uint32_t vr_crc32c(uint32_t crc, const void *data, size_t n) {
+    pthread_once(&crcOnce, crcInit);
+    const unsigned char *p = data;
+    crc = ~crc;
+    while (n--) crc = crcTable[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+static void sealHeader(vr_rec_header *h) {
+    h->magic = VR_REC_MAGIC;
+    h->hdrCrc = vr_crc32c(0, h, offsetof(vr_rec_header, hdrCrc));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Database registry and state                                                                 */
+
+static int openState(vr_db *db, char *err, size_t errLen) {
+    char path[PATH_MAX];
+    if (mkdir(db->zDir, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errLen, "cannot create spool directory %s: %s", db->zDir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/spool", db->zDir);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errLen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/state", db->zDir);
+    int fd = vr_sys_open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errLen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* flock serializes initialization between processes opening at the same time. */
+    while (flock(fd, LOCK_EX) != 0 && errno == EINTR) {}
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (st.st_size < VR_STATE_SIZE && ftruncate(fd, VR_STATE_SIZE) != 0)) {
+        snprintf(err, errLen, "cannot size %s: %s", path, strerror(errno));
+        flock(fd, LOCK_UN);
+        close(fd);
+        return -1;
+    }
+    void *p = mmap(NULL, VR_STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        snprintf(err, errLen, "cannot map %s: %s", path, strerror(errno));
+        flock(fd, LOCK_UN);
+        close(fd);
+        return -1;
+    }
+    VRState *s = p;
+    if (s->magic == 0) {
+        memset(s, 0, sizeof *s);
+        s->version = VR_STATE_VERSION;
+        s->appendSeg = 1;
+        s->shippedSeg = 1;
+        s->syncSeg = 1;
+        s->magic = VR_STATE_MAGIC;
+        fsync(fd);
+    } else if (s->magic != VR_STATE_MAGIC || s->version != VR_STATE_VERSION) {
+        snprintf(err, errLen, "%s is not a VFSReplication state file (version %u)", path, s->version);
+        munmap(p, VR_STATE_SIZE);
+        flock(fd, LOCK_UN);
+        close(fd);
+        return -1;
+    }
+    flock(fd, LOCK_UN);
+    db->stateFd = fd;
+    db->pState = s;
+    return 0;
+}
+
+int vr_db_register(const char *zPath, char *err, size_t errLen) {
+    char *canon = canonicalPath(zPath);
+    if (!canon) {
+        snprintf(err, errLen, "database %s: its directory does not exist (%s)", zPath, strerror(errno));
+        return SQLITE_CANTOPEN;
+    }
+    pthread_mutex_lock(&gMutex);
+    for (vr_db *p = gDbs; p; p = p->pNext) {
+        if (strcmp(p->zPath, canon) == 0) {
+            pthread_mutex_unlock(&gMutex);
+            free(canon);
+            return SQLITE_OK;
+        }
+    }
+    vr_db *db = calloc(1, sizeof *db);
+    size_t n = strlen(canon) + 16;
+    db->zDir = malloc(n);
+    db->aBuf = malloc(VR_COPY_BUFFER + 65536 + 64);
+    if (!db->zDir || !db->aBuf) {
+        pthread_mutex_unlock(&gMutex);
+        free(db->zDir);
+        free(db->aBuf);
+        free(db);
+        free(canon);
+        snprintf(err, errLen, "out of memory");
+        return SQLITE_NOMEM;
+    }
+    snprintf(db->zDir, n, "%s-vfsrepl", canon);
+    db->zPath = canon;
+    db->segFd = -1;
+    db->lockFd = -1;
+    if (openState(db, err, errLen) != 0) {
+        pthread_mutex_unlock(&gMutex);
+        free(db->zDir);
+        free(db->aBuf);
+        free(db);
+        free(canon);
+        return SQLITE_CANTOPEN;
+    }
+    db->pNext = gDbs;
+    gDbs = db;
+    pthread_mutex_unlock(&gMutex);
+    return SQLITE_OK;
+}
+
+static vr_db *lookupCanonical(const char *canon) {
+    pthread_mutex_lock(&gMutex);
+    vr_db *p = gDbs;
+    while (p && strcmp(p->zPath, canon) != 0) p = p->pNext;
+    pthread_mutex_unlock(&gMutex);
+    return p;
+}
+
+vr_db *vr_db_lookup(const char *zPath) {
+    char *canon = canonicalPath(zPath);
+    if (!canon) return NULL;
+    vr_db *p = lookupCanonical(canon);
+    free(canon);
+    return p;
+}
+
+const char *vr_db_path(vr_db *db) { return db->zPath; }
+const char *vr_db_state_dir(vr_db *db) { return db->zDir; }
+
+void vr_db_read_state(vr_db *db, vr_state_view *o) {
+    VRState *s = db->pState;
+    for (;;) {
+        uint32_t a = atomic_load_explicit(&s->seq, memory_order_acquire);
+        if (a & 1) {
+            sched_yield();
+            continue;
+        }
+        o->lastTxid = s->lastTxid;
+        o->appendSeg = s->appendSeg;
+        o->appendOff = s->appendOff;
+        o->shippedTxid = s->shippedTxid;
+        o->shippedSeg = s->shippedSeg;
+        o->shippedOff = s->shippedOff;
+        o->syncSeg = s->syncSeg;
+        o->syncOff = s->syncOff;
+        o->pageSize = s->pageSize;
+        o->commitPages = s->commitPages;
+        o->lastCommitMs = s->lastCommitMs;
+        o->walValid = s->walValid;
+        o->walFrame = s->walFrame;
+        o->walSalt1 = s->walSalt1;
+        o->walSalt2 = s->walSalt2;
+        o->captures = s->captures;
+        o->resets = s->resets;
+        o->spoolSyncs = s->spoolSyncs;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->seq, memory_order_acquire) == a) return;
+    }
+}
+
+void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
+    VRState *s = db->pState;
+    stateBegin(s);
+    s->shippedTxid = txid;
+    s->shippedSeg = seg;
+    s->shippedOff = off;
+    stateEnd(s);
+}
+
+void vr_db_segment_path(vr_db *db, uint64_t seg, char *buf, size_t len) {
+    snprintf(buf, len, "%s/spool/%016llx.seg", db->zDir, (unsigned long long)seg);
+}
+
+int vr_db_sync_spool(vr_db *db) {
+    VRState *s = db->pState;
+    uint64_t endSeg = s->appendSeg, endOff = s->appendOff;
+    uint64_t from = s->syncSeg;
+    if (from == endSeg && s->syncOff == endOff) return 0;
+    char path[PATH_MAX];
+    for (uint64_t seg = from; seg <= endSeg; seg++) {
+        int fd;
+        int own = 0;
+        if (seg == db->segNo && db->segFd >= 0) {
+            fd = db->segFd;
+        } else {
+            vr_db_segment_path(db, seg, path, sizeof path);
+            fd = vr_sys_open(path, O_RDONLY | O_CLOEXEC, 0);
+            if (fd < 0) {
+                if (errno == ENOENT) continue; /* already shipped and trimmed */
+                return errno;
+            }
+            own = 1;
+        }
+        int rc = vr_sys_fsync(fd);
+        if (own) close(fd);
+        if (rc != 0) return rc;
+    }
+    if (vr_sys_fsync(db->stateFd) != 0) return errno;
+    stateBegin(s);
+    s->syncSeg = endSeg;
+    s->syncOff = endOff;
+    s->spoolSyncs++;
+    stateEnd(s);
+    return 0;
+}
+
+int vr_db_try_elect(vr_db *db) {
+    pthread_mutex_lock(&gMutex);
+    if (db->lockFd >= 0) {
+        pthread_mutex_unlock(&gMutex);
+        return 1;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/uploader.lock", db->zDir);
+    int fd = vr_sys_open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        pthread_mutex_unlock(&gMutex);
+        return 0;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        pthread_mutex_unlock(&gMutex);
+        return 0;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) == 0) (void)!pwrite(fd, pid, (size_t)n, 0);
+    db->lockFd = fd;
+    pthread_mutex_unlock(&gMutex);
+    return 1;
+}
+
+void vr_db_resign(vr_db *db) {
+    pthread_mutex_lock(&gMutex);
+    if (db->lockFd >= 0) {
+        flock(db->lockFd, LOCK_UN);
+        close(db->lockFd);
+        db->lockFd = -1;
+    }
+    pthread_mutex_unlock(&gMutex);
+}
+
+void vr_get_stats(vr_stats *out) {
+    pthread_mutex_lock(&gMutex);
+    *out = gStats;
+    pthread_mutex_unlock(&gMutex);
+}
+
+static void statAdd(uint64_t *field, uint64_t n) { __atomic_fetch_add(field, n, __ATOMIC_RELAXED); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* The VFS                                                                                    */
+
+typedef struct VRFile VRFile;
+struct VRFile {
+    sqlite3_file base;     /* must be first */
+    vr_db *pDb;            /* replicated database (main db and its WAL); NULL: pass-through */
+    int isWal;
+    VRFile *pMain;         /* WAL: its main database file */
+    VRFile *pWal;          /* main db: its WAL file while open */
+    volatile void *pShm0;  /* main db: wal-index region 0 as mapped by this connection */
+    int lockLevel;         /* main db: current SQLite lock level */
+    int holdsWrite;        /* main db: holds the WAL write lock */
+    int inCkpt;            /* main db: between CKPT_START and CKPT_DONE */
+    sqlite3_file *pReal;   /* parent's file object, right after this struct */
+};
+
+#define ORIGFILE(p) (((VRFile *)(p))->pReal)
+
+static sqlite3_vfs gVfs;
+static sqlite3_vfs *gParent;
+static sqlite3_io_methods gMethods;
+
+static void vrLog(int rc, const char *fmt, const char *a, const char *b) {
+    sqlite3_log(rc, fmt, a, b);
+}
+
+/* Reads the wal-index header (copy 1) as published; returns 0 if both copies agree. */
+typedef struct WalIdxHdr {
+    uint32_t iVersion;
+    uint32_t unused;
+    uint32_t iChange;
+    uint8_t isInit;
+    uint8_t bigEndCksum;
+    uint16_t szPage;
+    uint32_t mxFrame;
+    uint32_t nPage;
+    uint32_t aFrameCksum[2];
+    uint32_t aSalt[2]; /* raw bytes from the WAL header */
+    uint32_t aCksum[2];
+} WalIdxHdr;
+_Static_assert(sizeof(WalIdxHdr) == 48, "wal-index header is 48 bytes");
+
+static int readIdxHdr(VRFile *f, WalIdxHdr *h, uint32_t *nBackfill) {
+    if (!f->pShm0) return -1;
+    const volatile unsigned char *p = f->pShm0;
+    WalIdxHdr h2;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    memcpy(h, (const void *)p, sizeof *h);
+    memcpy(&h2, (const void *)(p + 48), sizeof h2);
+    if (nBackfill) memcpy(nBackfill, (const void *)(p + 96), 4);
+    if (memcmp(h, &h2, sizeof h2) != 0 || !h->isInit) return -1;
+    return 0;
+}
+
+static uint32_t saltBE(uint32_t raw) { return get4((const unsigned char *)&raw); }
+
+/* Appends records to the current segment; returns 0 or errno. */
+static int spoolOpenSegment(vr_db *db) {
+    VRState *s = db->pState;
+    if (db->segFd >= 0 && db->segNo == s->appendSeg) return 0;
+    if (db->segFd >= 0) close(db->segFd);
+    db->segFd = -1;
+    char path[PATH_MAX];
+    vr_db_segment_path(db, s->appendSeg, path, sizeof path);
+    int fd = vr_sys_open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return errno;
+    db->segFd = fd;
+    db->segNo = s->appendSeg;
+    return 0;
+}
+
+static int spoolWritev(vr_db *db, struct iovec *iov, int n, uint64_t off) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += iov[i].iov_len;
+    while (total > 0) {
+        ssize_t w = pwritev(db->segFd, iov, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        total -= (size_t)w;
+        off += (uint64_t)w;
+        while (n > 0 && (size_t)w >= iov[0].iov_len) {
+            w -= (ssize_t)iov[0].iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0 && w > 0) {
+            iov[0].iov_base = (char *)iov[0].iov_base + w;
+            iov[0].iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Writes a marker record (RESET or SNAPSHOT) and commits it to the state. Caller holds the
+ * write lock. */
+static int spoolMarker(vr_db *db, uint32_t kind, uint64_t txid, const WalIdxHdr *h, uint32_t pageSize,
+                       uint32_t commitPages) {
+    VRState *s = db->pState;
+    int rc = spoolOpenSegment(db);
+    if (rc) return rc;
+    vr_rec_header r;
+    memset(&r, 0, sizeof r);
+    r.kind = kind;
+    r.txid = txid;
+    r.pageSize = pageSize;
+    r.walFrame = h ? h->mxFrame : 0;
+    r.salt1 = h ? saltBE(h->aSalt[0]) : 0;
+    r.salt2 = h ? saltBE(h->aSalt[1]) : 0;
+    r.ck1 = h ? h->aFrameCksum[0] : 0;
+    r.ck2 = h ? h->aFrameCksum[1] : 0;
+    r.commitPages = commitPages;
+    r.timestampMs = nowMs();
+    sealHeader(&r);
+    struct iovec iov = {.iov_base = &r, .iov_len = sizeof r};
+    rc = spoolWritev(db, &iov, 1, s->appendOff);
+    if (rc) return rc;
+    stateBegin(s);
+    s->appendOff += sizeof r;
+    s->lastTxid = txid;
+    if (h) {
+        s->walValid = 1;
+        s->walFrame = h->mxFrame;
+        memcpy(&s->walSalt1, &h->aSalt[0], 4);
+        memcpy(&s->walSalt2, &h->aSalt[1], 4);
+        s->walCk1 = h->aFrameCksum[0];
+        s->walCk2 = h->aFrameCksum[1];
+    }
+    s->commitPages = commitPages;
+    if (pageSize) s->pageSize = pageSize;
+    s->lastCommitMs = r.timestampMs;
+    s->cleanValid = 0;
+    if (kind == VR_REC_RESET) s->resets++;
+    stateEnd(s);
+    return 0;
+}
+
+/* Database size in pages from the main file when the WAL is empty. */
+static uint32_t mainFilePages(VRFile *f, uint32_t pageSize) {
+    unsigned char hdr[100];
+    sqlite3_file *p = ORIGFILE(f);
+    if (p->pMethods->xRead(p, hdr, 100, 0) != SQLITE_OK) return 0;
+    uint32_t ps = ((uint32_t)hdr[16] << 8) | hdr[17];
+    if (ps == 1) ps = 65536;
+    if (pageSize == 0) pageSize = ps;
+    uint32_t nHdr = get4(hdr + 28);
+    if (nHdr > 0 && get4(hdr + 24) == get4(hdr + 92)) return nHdr;
+    sqlite3_int64 sz = 0;
+    if (p->pMethods->xFileSize(p, &sz) != SQLITE_OK || pageSize == 0) return 0;
+    return (uint32_t)(sz / pageSize);
+}
+
+static int cleanCloseMatches(vr_db *db) {
+    VRState *s = db->pState;
+    if (!s->cleanValid) return 0;
+    struct stat st;
+    if (stat(db->zPath, &st) != 0) return 0;
+    int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    return (uint64_t)st.st_ino == s->cleanIno && (uint64_t)st.st_size == s->cleanSize && mt == s->cleanMtimeNs;
+}
+
+static void recordCleanClose(vr_db *db) {
+    VRState *s = db->pState;
+    struct stat st;
+    if (stat(db->zPath, &st) != 0) return;
+    stateBegin(s);
+    s->cleanIno = (uint64_t)st.st_ino;
+    s->cleanSize = (uint64_t)st.st_size;
+    s->cleanMtimeNs = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    s->cleanValid = 1;
+    s->walValid = 1;
+    s->walFrame = 0;
+    s->walSalt1 = 0;
+    s->walSalt2 = 0;
+    stateEnd(s);
+}
+
+static int resetLineage(vr_db *db, VRFile *f, const WalIdxHdr *h, const char *why) {
+    VRState *s = db->pState;
+    uint32_t pageSize = h->szPage == 1 ? 65536 : h->szPage;
+    uint32_t pages = h->mxFrame ? h->nPage : mainFilePages(f, pageSize);
+    if (pageSize == 0) pageSize = s->pageSize;
+    sqlite3_log(SQLITE_NOTICE, "vfsreplication: %s: %s; the next shipment is a snapshot", db->zPath, why);
+    statAdd(&gStats.resets, 1);
+    return spoolMarker(db, VR_REC_RESET, s->lastTxid + 1, h, pageSize, pages);
+}
+
+/* Copies WAL frames [first, h->mxFrame] into the spool as committed transactions.
+ * seed: checksum chain value before `first`. */
+static int captureFrames(vr_db *db, VRFile *f, const WalIdxHdr *h, uint32_t first, uint32_t seed1,
+                         uint32_t seed2, uint32_t pageSize, int bigEnd) {
+    VRState *s = db->pState;
+    sqlite3_file *wal = ORIGFILE(f->pWal);
+    const uint32_t frameSize = 24 + pageSize;
+    uint32_t perChunk = VR_COPY_BUFFER / frameSize;
+    if (perChunk == 0) perChunk = 1;
+    unsigned char salts[8];
+    memcpy(salts, &h->aSalt[0], 8);
+
+    int rc = spoolOpenSegment(db);
+    if (rc) return SQLITE_IOERR_WRITE;
+    uint64_t off = s->appendOff;
+    uint64_t txid = s->lastTxid + 1;
+    uint32_t ck[2] = {seed1, seed2};
+    uint32_t txFirst = first, txFrames = 0;
+    uint64_t nCommits = 0, nFrames = 0;
+
+    enum { MAXIOV = 64 };
+    vr_rec_header hdrs[MAXIOV / 2];
+    struct iovec iov[MAXIOV];
+
+    for (uint32_t fr = first; fr <= h->mxFrame;) {
+        uint32_t k = h->mxFrame - fr + 1;
+        if (k > perChunk) k = perChunk;
+        sqlite3_int64 walOff = 32 + (sqlite3_int64)(fr - 1) * frameSize;
+        rc = wal->pMethods->xRead(wal, db->aBuf, (int)(k * frameSize), walOff);
+        if (rc != SQLITE_OK) return rc == SQLITE_IOERR_SHORT_READ ? SQLITE_CORRUPT : rc;
+        int nIov = 0, nHdr = 0;
+        uint32_t runStart = 0;
+        uint32_t runCk[2] = {ck[0], ck[1]};
+        for (uint32_t j = 0; j < k; j++) {
+            unsigned char *fh = db->aBuf + (size_t)j * frameSize;
+            if (memcmp(fh + 8, salts, 8) != 0) return SQLITE_CORRUPT;
+            vr_wal_checksum(bigEnd, fh, 8, ck);
+            vr_wal_checksum(bigEnd, fh + 24, pageSize, ck);
+            if (ck[0] != get4(fh + 16) || ck[1] != get4(fh + 20)) return SQLITE_CORRUPT;
+            txFrames++;
+            uint32_t commit = get4(fh + 4);
+            int last = (j == k - 1);
+            if (commit != 0 || last) {
+                /* a FRAMES record for frames runStart..j */
+                vr_rec_header *r = &hdrs[nHdr++];
+                memset(r, 0, sizeof *r);
+                r->kind = VR_REC_FRAMES;
+                r->txid = txid;
+                r->nFrame = j - runStart + 1;
+                r->pageSize = pageSize;
+                r->salt1 = get4(salts);
+                r->salt2 = get4(salts + 4);
+                r->ck1 = runCk[0];
+                r->ck2 = runCk[1];
+                r->firstFrame = fr + runStart;
+                r->flags = bigEnd ? VR_FRAMES_BIGENDIAN_CKSUM : 0;
+                sealHeader(r);
+                iov[nIov].iov_base = r;
+                iov[nIov++].iov_len = sizeof *r;
+                iov[nIov].iov_base = db->aBuf + (size_t)runStart * frameSize;
+                iov[nIov++].iov_len = (size_t)(j - runStart + 1) * frameSize;
+                runStart = j + 1;
+                runCk[0] = ck[0];
+                runCk[1] = ck[1];
+                if (commit != 0) {
+                    vr_rec_header *c = &hdrs[nHdr++];
+                    memset(c, 0, sizeof *c);
+                    c->kind = VR_REC_COMMIT;
+                    c->txid = txid;
+                    c->nFrame = txFrames;
+                    c->pageSize = pageSize;
+                    c->salt1 = get4(salts);
+                    c->salt2 = get4(salts + 4);
+                    c->ck1 = ck[0];
+                    c->ck2 = ck[1];
+                    c->firstFrame = txFirst;
+                    c->walFrame = fr + j;
+                    c->commitPages = commit;
+                    c->timestampMs = nowMs();
+                    sealHeader(c);
+                    iov[nIov].iov_base = c;
+                    iov[nIov++].iov_len = sizeof *c;
+                }
+                {
+                    uint64_t len = 0;
+                    for (int i = 0; i < nIov; i++) len += iov[i].iov_len;
+                    rc = spoolWritev(db, iov, nIov, off);
+                    if (rc) return SQLITE_IOERR_WRITE;
+                    off += len;
+                    nIov = 0;
+                    nHdr = 0;
+                }
+                if (commit != 0) {
+                    /* publish the transaction to the shared state */
+                    stateBegin(s);
+                    s->appendOff = off;
+                    s->lastTxid = txid;
+                    s->walValid = 1;
+                    s->walFrame = fr + j;
+                    memcpy(&s->walSalt1, salts, 4);
+                    memcpy(&s->walSalt2, salts + 4, 4);
+                    s->walCk1 = ck[0];
+                    s->walCk2 = ck[1];
+                    s->commitPages = commit;
+                    s->pageSize = pageSize;
+                    s->lastCommitMs = nowMs();
+                    s->cleanValid = 0;
+                    s->captures++;
+                    stateEnd(s);
+                    nCommits++;
+                    nFrames += txFrames;
+                    txid++;
+                    txFirst = fr + j + 1;
+                    txFrames = 0;
+                }
+            }
+        }
+        fr += k;
+    }
+    statAdd(&gStats.captures, nCommits);
+    statAdd(&gStats.framesCaptured, nFrames);
+    return SQLITE_OK;
+}
+
+/* Brings the spool up to date with the WAL as published in the wal-index. Called while this
+ * connection holds the WAL write lock, or during the closing checkpoint (exclusive lock). */
+static int reconcile(VRFile *f) {
+    vr_db *db = f->pDb;
+    VRState *s = db->pState;
+    WalIdxHdr h;
+    if (readIdxHdr(f, &h, NULL) != 0) return SQLITE_OK; /* nothing published yet */
+    uint32_t salt1, salt2;
+    memcpy(&salt1, &h.aSalt[0], 4);
+    memcpy(&salt2, &h.aSalt[1], 4);
+    int sameSalts = s->walValid && salt1 == s->walSalt1 && salt2 == s->walSalt2;
+
+    if (sameSalts && h.mxFrame == s->walFrame) return SQLITE_OK; /* the common case: nothing new */
+
+    /* Rotate to a new segment at a transaction boundary. */
+    if (s->appendOff >= VR_SEGMENT_TARGET) {
+        /* Cut anything an unfinished capture left past the committed end, so readers can take
+         * an older segment's size as its end. */
+        char path[PATH_MAX];
+        vr_db_segment_path(db, s->appendSeg, path, sizeof path);
+        if (truncate(path, (off_t)s->appendOff) != 0 && errno != ENOENT) return SQLITE_IOERR_TRUNCATE;
+        stateBegin(s);
+        s->appendSeg++;
+        s->appendOff = 0;
+        stateEnd(s);
+    }
+
+    if (!s->walValid) return resetLineage(db, f, &h, "no replication history for this database");
+
+    if (h.mxFrame == 0) {
+        /* Empty WAL: restarted after a full checkpoint (salt-1 + 1), or freshly created after a
+         * clean close that we recorded. */
+        if (saltBE(salt1) == saltBE(s->walSalt1) + 1 || cleanCloseMatches(db) || (sameSalts && s->walFrame == 0)) {
+            stateBegin(s);
+            s->walFrame = 0;
+            s->walSalt1 = salt1;
+            s->walSalt2 = salt2;
+            stateEnd(s);
+            return SQLITE_OK;
+        }
+        return resetLineage(db, f, &h, "the database changed outside the replicated VFS");
+    }
+
+    if (!f->pWal) return resetLineage(db, f, &h, "WAL not open through the replicated VFS");
+    sqlite3_file *wal = ORIGFILE(f->pWal);
+    unsigned char whdr[32];
+    int rc = wal->pMethods->xRead(wal, whdr, 32, 0);
+    if (rc != SQLITE_OK) return rc;
+    uint32_t magic = get4(whdr);
+    if ((magic & 0xFFFFFFFEu) != 0x377f0682u || get4(whdr + 4) != 3007000u) {
+        return resetLineage(db, f, &h, "unsupported WAL format");
+    }
+    int bigEnd = magic & 1;
+    uint32_t pageSize = get4(whdr + 8);
+    if (memcmp(whdr + 16, &h.aSalt[0], 8) != 0) return resetLineage(db, f, &h, "WAL header does not match wal-index");
+
+    uint32_t first, ck1, ck2;
+    if (sameSalts && h.mxFrame > s->walFrame && s->walFrame > 0) {
+        first = s->walFrame + 1;
+        ck1 = s->walCk1;
+        ck2 = s->walCk2;
+    } else if ((sameSalts && s->walFrame == 0) || saltBE(salt1) == saltBE(s->walSalt1) + 1 || (s->walFrame == 0 && cleanCloseMatches(db))) {
+        first = 1;
+        ck1 = get4(whdr + 24);
+        ck2 = get4(whdr + 28);
+    } else {
+        return resetLineage(db, f, &h, "the WAL does not continue the captured history");
+    }
+    rc = captureFrames(db, f, &h, first, ck1, ck2, pageSize, bigEnd);
+    if (rc == SQLITE_CORRUPT) {
+        return resetLineage(db, f, &h, "the WAL frames do not continue the captured history");
+    }
+    return rc;
+}
+
+/* --- io methods ----------------------------------------------------------------------------- */
+
+static int vrClose(sqlite3_file *pFile) {
+    VRFile *p = (VRFile *)pFile;
+    if (p->isWal && p->pMain && p->pMain->pWal == p) p->pMain->pWal = NULL;
+    if (!p->isWal && p->pWal) p->pWal->pMain = NULL;
+    int rc = ORIGFILE(pFile)->pMethods ? ORIGFILE(pFile)->pMethods->xClose(ORIGFILE(pFile)) : SQLITE_OK;
+    return rc;
+}
+static int vrRead(sqlite3_file *pFile, void *z, int n, sqlite3_int64 off) {
+    return ORIGFILE(pFile)->pMethods->xRead(ORIGFILE(pFile), z, n, off);
+}
+static int vrWrite(sqlite3_file *pFile, const void *z, int n, sqlite3_int64 off) {
+    VRFile *p = (VRFile *)pFile;
+    if (p->pDb && !p->isWal && !p->inCkpt && !p->pWal) {
+        /* A main-file write outside a checkpoint: rollback-journal mode. Only the transaction
+         * that switches the database to WAL mode (page 1, bytes 18/19 = 2) may pass. */
+        const unsigned char *b = z;
+        if (!(off == 0 && n >= 20 && b[18] == 2 && b[19] == 2)) {
+            statAdd(&gStats.refusedWrites, 1);
+            vrLog(SQLITE_IOERR_WRITE,
+                  "vfsreplication: %s is not in WAL mode; the replicated VFS captures WAL transactions only "
+                  "(run PRAGMA journal_mode=WAL first)%s",
+                  p->pDb->zPath, "");
+            return SQLITE_IOERR_WRITE;
+        }
+    }
+    return ORIGFILE(pFile)->pMethods->xWrite(ORIGFILE(pFile), z, n, off);
+}
+static int vrTruncate(sqlite3_file *pFile, sqlite3_int64 size) {
+    VRFile *p = (VRFile *)pFile;
+    if (p->isWal && p->pMain && size == 0) {
+        /* A TRUNCATE checkpoint or journal_size_limit: frames are going away; the spool must be
+         * durable first (CAPTURE.md). */
+        vr_db_sync_spool(p->pMain->pDb);
+    }
+    return ORIGFILE(pFile)->pMethods->xTruncate(ORIGFILE(pFile), size);
+}
+static int vrSync(sqlite3_file *pFile, int flags) {
+    return ORIGFILE(pFile)->pMethods->xSync(ORIGFILE(pFile), flags);
+}
+static int vrFileSize(sqlite3_file *pFile, sqlite3_int64 *pSize) {
+    return ORIGFILE(pFile)->pMethods->xFileSize(ORIGFILE(pFile), pSize);
+}
+static int vrLock(sqlite3_file *pFile, int eLock) {
+    VRFile *p = (VRFile *)pFile;
+    int rc = ORIGFILE(pFile)->pMethods->xLock(ORIGFILE(pFile), eLock);
+    if (rc == SQLITE_OK) p->lockLevel = eLock;
+    return rc;
+}
+static int vrUnlock(sqlite3_file *pFile, int eLock) {
+    VRFile *p = (VRFile *)pFile;
+    int rc = ORIGFILE(pFile)->pMethods->xUnlock(ORIGFILE(pFile), eLock);
+    if (rc == SQLITE_OK) p->lockLevel = eLock;
+    return rc;
+}
+static int vrCheckReservedLock(sqlite3_file *pFile, int *pResOut) {
+    return ORIGFILE(pFile)->pMethods->xCheckReservedLock(ORIGFILE(pFile), pResOut);
+}
+
+static int isPragma(char **a, const char *name) { return a[1] && sqlite3_stricmp(a[1], name) == 0; }
+
+static int vrFileControl(sqlite3_file *pFile, int op, void *pArg) {
+    VRFile *p = (VRFile *)pFile;
+    if (p->pDb && !p->isWal) {
+        switch (op) {
+        case SQLITE_FCNTL_PRAGMA: {
+            char **a = pArg;
+            if (isPragma(a, "journal_mode") && a[2] && sqlite3_stricmp(a[2], "wal") != 0) {
+                a[0] = sqlite3_mprintf("vfsreplication: %s: journal_mode=%s is not supported; the replicated "
+                                       "VFS requires journal_mode=WAL",
+                                       p->pDb->zPath, a[2]);
+                return SQLITE_ERROR;
+            }
+            if (isPragma(a, "locking_mode") && a[2] && sqlite3_stricmp(a[2], "exclusive") == 0) {
+                a[0] = sqlite3_mprintf("vfsreplication: %s: locking_mode=EXCLUSIVE is not supported (it bypasses "
+                                       "the WAL locks the replicated VFS captures commits at)",
+                                       p->pDb->zPath);
+                return SQLITE_ERROR;
+            }
+            break;
+        }
+        case SQLITE_FCNTL_CKPT_START:
+            p->inCkpt = 1;
+            if (!p->holdsWrite && p->lockLevel == SQLITE_LOCK_EXCLUSIVE && p->pShm0) {
+                /* The closing checkpoint takes no shm locks: nobody else can write, so catch up
+                 * with anything a dead writer published before the WAL goes away. */
+                int rc = reconcile(p);
+                if (rc != SQLITE_OK) sqlite3_log(rc, "vfsreplication: %s: capture before checkpoint failed", p->pDb->zPath);
+            }
+            vr_db_sync_spool(p->pDb);
+            break;
+        case SQLITE_FCNTL_CKPT_DONE:
+            p->inCkpt = 0;
+            break;
+        default:
+            break;
+        }
+    }
+    return ORIGFILE(pFile)->pMethods->xFileControl(ORIGFILE(pFile), op, pArg);
+}
+static int vrSectorSize(sqlite3_file *pFile) { return ORIGFILE(pFile)->pMethods->xSectorSize(ORIGFILE(pFile)); }
+static int vrDeviceCharacteristics(sqlite3_file *pFile) {
+    return ORIGFILE(pFile)->pMethods->xDeviceCharacteristics(ORIGFILE(pFile));
+}
+static int vrShmMap(sqlite3_file *pFile, int iPg, int pgsz, int bExtend, void volatile **pp) {
+    VRFile *p = (VRFile *)pFile;
+    int rc = ORIGFILE(pFile)->pMethods->xShmMap(ORIGFILE(pFile), iPg, pgsz, bExtend, pp);
+    if (rc == SQLITE_OK && iPg == 0 && *pp) p->pShm0 = *pp;
+    return rc;
+}
+static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
+    VRFile *p = (VRFile *)pFile;
+    sqlite3_file *o = ORIGFILE(pFile);
+    if (!p->pDb || offset != 0) return o->pMethods->xShmLock(o, offset, n, flags);
+    if (flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE) && p->holdsWrite) {
+        /* The commit point: capture before anyone else can take the write lock. */
+        int rc = reconcile(p);
+        if (rc != SQLITE_OK) {
+            sqlite3_log(rc, "vfsreplication: %s: capturing the transaction failed; the next shipment is a snapshot",
+                        p->pDb->zPath);
+            WalIdxHdr h;
+            if (readIdxHdr(p, &h, NULL) == 0) resetLineage(p->pDb, p, &h, "capture failed");
+        }
+        p->holdsWrite = 0;
+        return o->pMethods->xShmLock(o, offset, n, flags);
+    }
+    int rc = o->pMethods->xShmLock(o, offset, n, flags);
+    if (rc == SQLITE_OK && flags == (SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE)) {
+        p->holdsWrite = 1;
+        /* Catch up with a writer that died between publishing its commit and spooling it, and make
+         * the spool durable if this writer may restart the WAL (all frames backfilled). */
+        WalIdxHdr h;
+        uint32_t nBackfill = 0;
+        if (readIdxHdr(p, &h, &nBackfill) == 0) {
+            VRState *s = p->pDb->pState;
+            int same = s->walValid && memcmp(&h.aSalt[0], &s->walSalt1, 4) == 0 &&
+                       memcmp(&h.aSalt[1], &s->walSalt2, 4) == 0 && h.mxFrame == s->walFrame;
+            if (!same) {
+                int rc2 = reconcile(p);
+                if (rc2 != SQLITE_OK) sqlite3_log(rc2, "vfsreplication: %s: reconcile failed", p->pDb->zPath);
+            }
+            if (h.mxFrame > 0 && nBackfill == h.mxFrame) vr_db_sync_spool(p->pDb);
+        }
+    }
+    return rc;
+}
+static void vrShmBarrier(sqlite3_file *pFile) { ORIGFILE(pFile)->pMethods->xShmBarrier(ORIGFILE(pFile)); }
+static int vrShmUnmap(sqlite3_file *pFile, int deleteFlag) {
+    VRFile *p = (VRFile *)pFile;
+    p->pShm0 = NULL;
+    return ORIGFILE(pFile)->pMethods->xShmUnmap(ORIGFILE(pFile), deleteFlag);
+}
+static int vrFetch(sqlite3_file *pFile, sqlite3_int64 off, int n, void **pp) {
+    return ORIGFILE(pFile)->pMethods->xFetch(ORIGFILE(pFile), off, n, pp);
+}
+static int vrUnfetch(sqlite3_file *pFile, sqlite3_int64 off, void *pPage) {
+    return ORIGFILE(pFile)->pMethods->xUnfetch(ORIGFILE(pFile), off, pPage);
+}
+
+/* --- vfs methods ---------------------------------------------------------------------------- */
+
+static int vrOpen(sqlite3_vfs *pVfs, sqlite3_filename zName, sqlite3_file *pFile, int flags, int *pOutFlags) {
+    (void)pVfs;
+    VRFile *p = (VRFile *)pFile;
+    memset(p, 0, sizeof *p);
+    p->pReal = (sqlite3_file *)&p[1];
+    vr_db *db = NULL;
+    VRFile *pMain = NULL;
+    if ((flags & SQLITE_OPEN_MAIN_DB) && zName) {
+        db = vr_db_lookup(zName);
+        if (!db) {
+            sqlite3_log(SQLITE_CANTOPEN,
+                        "vfsreplication: database %s is opened with the replicated VFS but is not named in the "
+                        "replication config",
+                        zName);
+            pFile->pMethods = NULL;
+            return SQLITE_CANTOPEN;
+        }
+    } else if ((flags & SQLITE_OPEN_WAL) && zName) {
+        sqlite3_file *m = sqlite3_database_file_object(zName);
+        if (m && m->pMethods == &gMethods && ((VRFile *)m)->pDb) {
+            pMain = (VRFile *)m;
+            db = pMain->pDb;
+        }
+    }
+    int rc = gParent->xOpen(gParent, zName, p->pReal, flags, pOutFlags);
+    if (rc != SQLITE_OK) {
+        pFile->pMethods = NULL;
+        return rc;
+    }
+    p->pDb = db;
+    if (pMain) {
+        p->isWal = 1;
+        p->pMain = pMain;
+        pMain->pWal = p;
+    }
+    pFile->pMethods = &gMethods;
+    return SQLITE_OK;
+}
+
+static int vrDelete(sqlite3_vfs *pVfs, const char *zName, int syncDir) {
+    (void)pVfs;
+    size_t n = zName ? strlen(zName) : 0;
+    vr_db *db = NULL;
+    if (n > 4 && strcmp(zName + n - 4, "-wal") == 0) {
+        char *main = sqlite3_mprintf("%.*s", (int)(n - 4), zName);
+        if (main) {
+            db = vr_db_lookup(main);
+            sqlite3_free(main);
+        }
+        if (db) vr_db_sync_spool(db);
+    }
+    int rc = gParent->xDelete(gParent, zName, syncDir);
+    if (rc == SQLITE_OK && db) recordCleanClose(db);
+    return rc;
+}
+static int vrAccess(sqlite3_vfs *v, const char *z, int flags, int *pRes) {
+    (void)v;
+    return gParent->xAccess(gParent, z, flags, pRes);
+}
+static int vrFullPathname(sqlite3_vfs *v, const char *z, int n, char *out) {
+    (void)v;
+    return gParent->xFullPathname(gParent, z, n, out);
+}
+static void *vrDlOpen(sqlite3_vfs *v, const char *z) {
+    (void)v;
+    return gParent->xDlOpen(gParent, z);
+}
+static void vrDlError(sqlite3_vfs *v, int n, char *z) {
+    (void)v;
+    gParent->xDlError(gParent, n, z);
+}
+static void (*vrDlSym(sqlite3_vfs *v, void *p, const char *z))(void) {
+    (void)v;
+    return gParent->xDlSym(gParent, p, z);
+}
+static void vrDlClose(sqlite3_vfs *v, void *p) {
+    (void)v;
+    gParent->xDlClose(gParent, p);
+}
+static int vrRandomness(sqlite3_vfs *v, int n, char *z) {
+    (void)v;
+    return gParent->xRandomness(gParent, n, z);
+}
+static int vrSleep(sqlite3_vfs *v, int us) {
+    (void)v;
+    return gParent->xSleep(gParent, us);
+}
+static int vrCurrentTime(sqlite3_vfs *v, double *t) {
+    (void)v;
+    return gParent->xCurrentTime(gParent, t);
+}
+static int vrGetLastError(sqlite3_vfs *v, int n, char *z) {
+    (void)v;
+    return gParent->xGetLastError ? gParent->xGetLastError(gParent, n, z) : 0;
+}
+static int vrCurrentTimeInt64(sqlite3_vfs *v, sqlite3_int64 *t) {
+    (void)v;
+    return gParent->xCurrentTimeInt64(gParent, t);
+}
+static int vrSetSystemCall(sqlite3_vfs *v, const char *z, sqlite3_syscall_ptr f) {
+    (void)v;
+    return gParent->xSetSystemCall(gParent, z, f);
+}
+static sqlite3_syscall_ptr vrGetSystemCall(sqlite3_vfs *v, const char *z) {
+    (void)v;
+    return gParent->xGetSystemCall(gParent, z);
+}
+static const char *vrNextSystemCall(sqlite3_vfs *v, const char *z) {
+    (void)v;
+    return gParent->xNextSystemCall(gParent, z);
+}
+
+int vr_vfs_register(void) {
+    static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&once);
+    if (gParent) {
+        pthread_mutex_unlock(&once);
+        return SQLITE_OK;
+    }
+    int rc = sqlite3_initialize();
+    sqlite3_vfs *parent = sqlite3_vfs_find("unix");
+    if (rc != SQLITE_OK || !parent) {
+        pthread_mutex_unlock(&once);
+        return rc != SQLITE_OK ? rc : SQLITE_ERROR;
+    }
+    if (parent->iVersion < 3) {
+        pthread_mutex_unlock(&once);
+        return SQLITE_ERROR;
+    }
+    gMethods = (sqlite3_io_methods){
+        .iVersion = 3,
+        .xClose = vrClose,
+        .xRead = vrRead,
+        .xWrite = vrWrite,
+        .xTruncate = vrTruncate,
+        .xSync = vrSync,
+        .xFileSize = vrFileSize,
+        .xLock = vrLock,
+        .xUnlock = vrUnlock,
+        .xCheckReservedLock = vrCheckReservedLock,
+        .xFileControl = vrFileControl,
+        .xSectorSize = vrSectorSize,
+        .xDeviceCharacteristics = vrDeviceCharacteristics,
+        .xShmMap = vrShmMap,
+        .xShmLock = vrShmLock,
+        .xShmBarrier = vrShmBarrier,
+        .xShmUnmap = vrShmUnmap,
+        .xFetch = vrFetch,
+        .xUnfetch = vrUnfetch,
+    };
+    gVfs = (sqlite3_vfs){
+        .iVersion = 3,
+        .szOsFile = (int)sizeof(VRFile) + parent->szOsFile,
+        .mxPathname = parent->mxPathname,
+        .zName = VR_VFS_NAME,
+        .xOpen = vrOpen,
+        .xDelete = vrDelete,
+        .xAccess = vrAccess,
+        .xFullPathname = vrFullPathname,
+        .xDlOpen = vrDlOpen,
+        .xDlError = vrDlError,
+        .xDlSym = vrDlSym,
+        .xDlClose = vrDlClose,
+        .xRandomness = vrRandomness,
+        .xSleep = vrSleep,
+        .xCurrentTime = vrCurrentTime,
+        .xGetLastError = vrGetLastError,
+        .xCurrentTimeInt64 = vrCurrentTimeInt64,
+        .xSetSystemCall = vrSetSystemCall,
+        .xGetSystemCall = vrGetSystemCall,
+        .xNextSystemCall = vrNextSystemCall,
+    };
+    gParent = parent;
+    rc = sqlite3_vfs_register(&gVfs, 0);
+    if (rc != SQLITE_OK) gParent = NULL;
+    pthread_mutex_unlock(&once);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Snapshots                                                                                   */
+
+struct vr_snapshot {
+    vr_db *db;
+    VRFile *pMain;   /* the reader's main file */
+    uint64_t txid;
+    uint32_t pageSize;
+    uint32_t commit;
+    uint32_t mxFrame;
+    int64_t timestampMs;
+    uint64_t seg, off;
+    uint32_t *aFrame; /* pgno -> latest frame index (0 = read from the main file) */
+};
+
+int vr_snapshot_begin(sqlite3 *w, sqlite3 *r, uint64_t minTxid, vr_snapshot **out, char *err, size_t errLen) {
+    *out = NULL;
+    sqlite3_file *wf = NULL, *rf = NULL;
+    if (sqlite3_file_control(w, "main", SQLITE_FCNTL_FILE_POINTER, &wf) != SQLITE_OK || !wf ||
+        sqlite3_file_control(r, "main", SQLITE_FCNTL_FILE_POINTER, &rf) != SQLITE_OK || !rf ||
+        wf->pMethods != &gMethods || rf->pMethods != &gMethods) {
+        snprintf(err, errLen, "snapshot connections are not opened through the replicated VFS");
+        return SQLITE_MISUSE;
+    }
+    VRFile *W = (VRFile *)wf, *R = (VRFile *)rf;
+    if (!W->pDb || W->pDb != R->pDb || !W->holdsWrite) {
+        snprintf(err, errLen, "snapshot: the writer connection must hold the write lock on the same database");
+        return SQLITE_MISUSE;
+    }
+    vr_db *db = W->pDb;
+    VRState *s = db->pState;
+    WalIdxHdr h;
+    int haveHdr = readIdxHdr(W, &h, NULL) == 0;
+    if (!haveHdr) memset(&h, 0, sizeof h);
+    uint32_t pageSize = 0;
+    {
+        unsigned char hdr[100];
+        sqlite3_file *o = ORIGFILE(R);
+        if (o->pMethods->xRead(o, hdr, 100, 0) == SQLITE_OK) {
+            pageSize = ((uint32_t)hdr[16] << 8) | hdr[17];
+            if (pageSize == 1) pageSize = 65536;
+        }
+    }
+    if (haveHdr && h.szPage) pageSize = h.szPage == 1 ? 65536 : h.szPage;
+    if (pageSize == 0) {
+        snprintf(err, errLen, "database %s is empty", db->zPath);
+        return SQLITE_EMPTY;
+    }
+    uint32_t commit = (haveHdr && h.mxFrame > 0) ? h.nPage : mainFilePages(R, pageSize);
+    uint64_t txid = s->lastTxid + 1;
+    if (txid < minTxid) txid = minTxid;
+    int rc = spoolOpenSegment(db);
+    if (rc == 0) rc = spoolMarker(db, VR_REC_SNAPSHOT, txid, haveHdr ? &h : NULL, pageSize, commit);
+    if (rc != 0) {
+        snprintf(err, errLen, "cannot write the spool of %s: %s", db->zPath, strerror(rc));
+        return SQLITE_IOERR;
+    }
+    if (!haveHdr) {
+        /* no WAL published yet: keep the WAL position unknown-but-continuous */
+        stateBegin(s);
+        s->walValid = 1;
+        s->walFrame = 0;
+        stateEnd(s);
+    }
+    vr_snapshot *snap = calloc(1, sizeof *snap);
+    if (!snap) return SQLITE_NOMEM;
+    snap->db = db;
+    snap->pMain = R;
+    snap->txid = txid;
+    snap->pageSize = pageSize;
+    snap->commit = commit;
+    snap->mxFrame = haveHdr ? h.mxFrame : 0;
+    snap->timestampMs = s->lastCommitMs;
+    snap->seg = s->appendSeg;
+    snap->off = s->appendOff;
+    if (snap->mxFrame > 0) {
+        if (!R->pWal) {
+            free(snap);
+            snprintf(err, errLen, "snapshot reader has no WAL open");
+            return SQLITE_MISUSE;
+        }
+        snap->aFrame = calloc((size_t)commit + 1, sizeof(uint32_t));
+        if (!snap->aFrame) {
+            free(snap);
+            return SQLITE_NOMEM;
+        }
+        sqlite3_file *wal = ORIGFILE(R->pWal);
+        unsigned char fh[24];
+        for (uint32_t fr = 1; fr <= snap->mxFrame; fr++) {
+            sqlite3_int64 off = 32 + (sqlite3_int64)(fr - 1) * (24 + pageSize);
+            rc = wal->pMethods->xRead(wal, fh, 24, off);
+            if (rc != SQLITE_OK) {
+                free(snap->aFrame);
+                free(snap);
+                snprintf(err, errLen, "cannot read the WAL of %s", db->zPath);
+                return rc;
+            }
+            uint32_t pg = get4(fh);
+            if (pg >= 1 && pg <= commit) snap->aFrame[pg] = fr;
+        }
+    }
+    *out = snap;
+    return SQLITE_OK;
+}
+
+uint64_t vr_snapshot_txid(vr_snapshot *s) { return s->txid; }
+uint32_t vr_snapshot_page_size(vr_snapshot *s) { return s->pageSize; }
+uint32_t vr_snapshot_commit(vr_snapshot *s) { return s->commit; }
+int64_t vr_snapshot_timestamp_ms(vr_snapshot *s) { return s->timestampMs; }
+uint64_t vr_snapshot_spool_seg(vr_snapshot *s) { return s->seg; }
+uint64_t vr_snapshot_spool_off(vr_snapshot *s) { return s->off; }
+
+int vr_snapshot_read_page(vr_snapshot *s, uint32_t pgno, void *buf) {
+    if (pgno == 0 || pgno > s->commit) return SQLITE_RANGE;
+    uint32_t fr = s->aFrame ? s->aFrame[pgno] : 0;
+    if (fr) {
+        sqlite3_file *wal = ORIGFILE(s->pMain->pWal);
+        sqlite3_int64 off = 32 + (sqlite3_int64)(fr - 1) * (24 + s->pageSize) + 24;
+        return wal->pMethods->xRead(wal, buf, (int)s->pageSize, off);
+    }
+    sqlite3_file *o = ORIGFILE(s->pMain);
+    int rc = o->pMethods->xRead(o, buf, (int)s->pageSize, (sqlite3_int64)(pgno - 1) * s->pageSize);
+    if (rc == SQLITE_IOERR_SHORT_READ) rc = SQLITE_OK; /* zero-filled by the unix VFS */
+    return rc;
+}
+
+void vr_snapshot_end(vr_snapshot *s) {
+    free(s->aFrame);
+    free(s);
+}

@@ -1,5 +1,157 @@
+/*
+ * vfsshim.h - the `replicated` SQLite VFS: a shim over the unix VFS that captures every
+ * committed WAL transaction into a local spool beside the database.
+ *
+ * Why a shim: capturing inside SQLite's own file calls lets us see a commit the instant the
+ * WAL write lock is released, without polling and without holding read transactions that
+ * starve checkpoints (what a sidecar has to do). See shared/design/CAPTURE.md.
+ *
+ * Spool layout, beside the database `X`:
+ *   X-vfsrepl/state          4 KiB, mmap'ed MAP_SHARED by every process: the TXID sequence,
+ *                            the last captured WAL position and the uploader's progress.
+ *   X-vfsrepl/spool/N.seg    segment files of records (vr_rec_header + raw WAL frames).
+ *   X-vfsrepl/uploader.lock  flock()ed by the process that runs the uploader.
+ */
 #ifndef VFSSHIM_H
 #define VFSSHIM_H
-/* placeholder: being written */
-int vr_placeholder(void);
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sqlite3.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Name of the VFS this shim registers. */
+#define VR_VFS_NAME "replicated"
+
+/* Spool record kinds. */
+#define VR_REC_FRAMES 1u   /* nFrame raw WAL frames (24-byte header + page) of one transaction */
+#define VR_REC_COMMIT 2u   /* the transaction `txid` is committed; frames precede it */
+#define VR_REC_RESET 3u    /* lineage break: the database changed outside the shim; snapshot needed */
+#define VR_REC_SNAPSHOT 4u /* an uploader took a snapshot at `txid`; everything before is covered */
+
+#define VR_REC_MAGIC 0x56525331u /* 'VRS1' */
+
+/* Flags of a FRAMES record. */
+#define VR_FRAMES_BIGENDIAN_CKSUM 1u
+
+/* One spool record header (64 bytes, native byte order: the spool never leaves the machine). */
+typedef struct vr_rec_header {
+    uint32_t magic;
+    uint16_t kind;
+    uint16_t flags;
+    uint64_t txid;
+    uint32_t nFrame;      /* FRAMES: frames following; COMMIT: frames in the whole transaction */
+    uint32_t pageSize;
+    uint32_t salt1;       /* WAL salts, big-endian values as in the WAL header */
+    uint32_t salt2;
+    uint32_t ck1;         /* FRAMES: checksum chain seed; COMMIT/RESET/SNAPSHOT: checksum at walFrame */
+    uint32_t ck2;
+    uint32_t firstFrame;  /* FRAMES: WAL index of the first frame; COMMIT: first frame of the txn */
+    uint32_t walFrame;    /* COMMIT: commit frame; RESET/SNAPSHOT: WAL position (mxFrame) */
+    int64_t timestampMs;  /* COMMIT/RESET/SNAPSHOT: wall-clock time, ms since the epoch */
+    uint32_t commitPages; /* COMMIT/RESET/SNAPSHOT: database size in pages */
+    uint32_t hdrCrc;      /* CRC-32C of the bytes before this field */
+} vr_rec_header;
+
+/* A copy of the shared state, read consistently (seqlock). */
+typedef struct vr_state_view {
+    uint64_t lastTxid;       /* last TXID assigned (0 = none yet) */
+    uint64_t appendSeg;      /* current append segment */
+    uint64_t appendOff;      /* committed end of the spool in appendSeg */
+    uint64_t shippedTxid;    /* last TXID durable in the replica */
+    uint64_t shippedSeg;     /* spool position the uploader has consumed */
+    uint64_t shippedOff;
+    uint64_t syncSeg;        /* spool position known durable (fsynced) */
+    uint64_t syncOff;
+    uint32_t pageSize;
+    uint32_t commitPages;    /* database size in pages after lastTxid */
+    int64_t lastCommitMs;
+    uint32_t walValid;
+    uint32_t walFrame;
+    uint32_t walSalt1;
+    uint32_t walSalt2;
+    uint64_t captures;       /* transactions captured (all processes) */
+    uint64_t resets;         /* lineage breaks recorded */
+    uint64_t spoolSyncs;     /* group fsyncs of the spool */
+} vr_state_view;
+
+typedef struct vr_db vr_db; /* opaque: one replicated database in this process */
+
+/* Registers the `replicated` VFS (never as the default) over the default VFS.
+ * Idempotent. Returns an SQLite result code. */
+int vr_vfs_register(void);
+
+/* Declares that `dbPath` is replicated; creates its state directory. Must precede any open of
+ * that database through the VFS: opening an unregistered database fails with SQLITE_CANTOPEN.
+ * On failure returns non-zero and writes a message into errBuf. */
+int vr_db_register(const char *_Nonnull dbPath, char *_Nonnull errBuf, size_t errLen);
+
+/* Finds a registered database by path (canonicalized the same way as at registration). */
+vr_db *_Nullable vr_db_lookup(const char *_Nonnull dbPath);
+
+/* The canonical database path and state directory of a registered database. */
+const char *_Nonnull vr_db_path(vr_db *_Nonnull db);
+const char *_Nonnull vr_db_state_dir(vr_db *_Nonnull db);
+
+/* Reads the shared state consistently. */
+void vr_db_read_state(vr_db *_Nonnull db, vr_state_view *_Nonnull out);
+
+/* Records the uploader's progress: `txid` is durable in the replica and the spool up to
+ * (seg, off) is consumed. Only the elected uploader calls this. */
+void vr_db_set_shipped(vr_db *_Nonnull db, uint64_t txid, uint64_t seg, uint64_t off);
+
+/* fsyncs the spool up to its current end if anything is unsynced. Returns 0 or an errno. */
+int vr_db_sync_spool(vr_db *_Nonnull db);
+
+/* Path of spool segment `seg` into buf. */
+void vr_db_segment_path(vr_db *_Nonnull db, uint64_t seg, char *_Nonnull buf, size_t len);
+
+/* Tries to become the uploader of this database (non-blocking flock on uploader.lock).
+ * Returns 1 if this process now holds the lock (or already held it), 0 if another does. */
+int vr_db_try_elect(vr_db *_Nonnull db);
+void vr_db_resign(vr_db *_Nonnull db);
+
+/* Snapshot support. `w` must hold the write lock (inside BEGIN IMMEDIATE), `r` must have an
+ * open read transaction started while `w` held it, both opened through the replicated VFS on
+ * the same database. Records a SNAPSHOT spool record with TXID max(lastTxid + 1, minTxid)
+ * and prepares page reads through `r`'s files. After this returns, `w` may roll back. */
+typedef struct vr_snapshot vr_snapshot;
+int vr_snapshot_begin(sqlite3 *_Nonnull w, sqlite3 *_Nonnull r, uint64_t minTxid,
+                      vr_snapshot *_Nullable *_Nonnull out, char *_Nonnull errBuf, size_t errLen);
+uint64_t vr_snapshot_txid(vr_snapshot *_Nonnull s);
+uint32_t vr_snapshot_page_size(vr_snapshot *_Nonnull s);
+uint32_t vr_snapshot_commit(vr_snapshot *_Nonnull s);
+int64_t vr_snapshot_timestamp_ms(vr_snapshot *_Nonnull s);
+uint64_t vr_snapshot_spool_seg(vr_snapshot *_Nonnull s);
+uint64_t vr_snapshot_spool_off(vr_snapshot *_Nonnull s);
+/* Reads page `pgno` (1-based) as of the snapshot into buf (pageSize bytes). */
+int vr_snapshot_read_page(vr_snapshot *_Nonnull s, uint32_t pgno, void *_Nonnull buf);
+void vr_snapshot_end(vr_snapshot *_Nonnull s);
+
+/* SQLite's WAL checksum over n bytes (n multiple of 8), chained from s[0], s[1]. */
+void vr_wal_checksum(int bigEndian, const void *_Nonnull data, size_t n, uint32_t *_Nonnull s);
+/* CRC-32C used for spool record headers. */
+uint32_t vr_crc32c(uint32_t crc, const void *_Nonnull data, size_t n);
+
+/* Test hooks: counts of VFS events in this process. */
+typedef struct vr_stats {
+    uint64_t captures;
+    uint64_t framesCaptured;
+    uint64_t resets;
+    uint64_t refusedWrites;
+} vr_stats;
+void vr_get_stats(vr_stats *_Nonnull out);
+
+/* Plain-syscall or io_uring batched writes for the uploader (write + fsync linked).
+ * Returns 0 or an errno. `usedUring` says which path ran. */
+int vr_io_write_and_sync(int fd, const void *_Nonnull buf, size_t len, int64_t off, int *_Nullable usedUring);
+/* 1 if io_uring is usable in this process, 0 if refused (the fallback is then used). */
+int vr_io_uring_available(void);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,0 +1,76 @@
+internal import CVFSShim
+import Foundation
+
+/// The `replicated` SQLite VFS.
+///
+/// ```swift
+/// try ReplicatedVFS.register()
+/// try ReplicatedVFS.registerDatabase(path: "/srv/app/storage/production.sqlite3")
+/// sqlite3_open_v2("file:/srv/app/storage/production.sqlite3?vfs=replicated", &db, flags, nil)
+/// ```
+/// Registration never makes it the default VFS. A database opened through it that was not
+/// registered fails to open (SQLITE_CANTOPEN) and SQLite's error log names it.
+/// See https://www.sqlite.org/vfs.html.
+public enum ReplicatedVFS {
+    /// The VFS name to pass to `sqlite3_open_v2` or in a `?vfs=` URI parameter.
+    public static let name = "replicated"
+
+    /// Registers the VFS with SQLite (idempotent).
+    public static func register() throws {
+        let rc = vr_vfs_register()
+        guard rc == 0 else {
+            throw ReplicationError(.sqlite, "cannot register the \(name) VFS (SQLite result code \(rc))")
+        }
+    }
+
+    /// Declares that the database at `path` is replicated and prepares its spool directory
+    /// (`<path>-vfsrepl`).
+    @discardableResult
+    static func registerDatabase(path: String) throws -> SpoolHandle {
+        try register()
+        var err = [CChar](repeating: 0, count: 512)
+        let rc = vr_db_register(path, &err, err.count)
+        guard rc == 0, let db = vr_db_lookup(path) else {
+            let message = String(cString: err)
+            throw ReplicationError(.io, "database \(path): \(message.isEmpty ? "cannot register" : message)")
+        }
+        return SpoolHandle(db)
+    }
+
+    /// Counters of this process's shim (tests and status).
+    public static func stats() -> (captures: UInt64, framesCaptured: UInt64, resets: UInt64, refusedWrites: UInt64) {
+        var s = vr_stats()
+        vr_get_stats(&s)
+        return (s.captures, s.framesCaptured, s.resets, s.refusedWrites)
+    }
+}
+
+/// A registered database's spool: shared state and segment files.
+struct SpoolHandle: @unchecked Sendable {
+    let raw: OpaquePointer
+
+    init(_ raw: OpaquePointer) { self.raw = raw }
+
+    var databasePath: String { String(cString: vr_db_path(raw)) }
+    var stateDirectory: String { String(cString: vr_db_state_dir(raw)) }
+
+    func state() -> vr_state_view {
+        var v = vr_state_view()
+        vr_db_read_state(raw, &v)
+        return v
+    }
+
+    func segmentPath(_ seg: UInt64) -> String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        vr_db_segment_path(raw, seg, &buf, buf.count)
+        return String(cString: buf)
+    }
+
+    func setShipped(txid: UInt64, position: SpoolPosition) {
+        vr_db_set_shipped(raw, txid, position.segment, position.offset)
+    }
+
+    func tryElect() -> Bool { vr_db_try_elect(raw) == 1 }
+    func resign() { vr_db_resign(raw) }
+    func syncSpool() -> Int32 { vr_db_sync_spool(raw) }
+}

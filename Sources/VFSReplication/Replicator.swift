@@ -1,0 +1,53 @@
+import Foundation
+import Logging
+
+/// Replicates the databases named in a configuration: registers the `replicated` VFS, declares
+/// each database to it and runs one uploader per database in this process.
+///
+/// ```swift
+/// let config = try ReplicationConfig.load(path: "config/replication.yml")
+/// let replicator = try Replicator(config: config)
+/// replicator.start()
+/// // open "file:storage/production.sqlite3?vfs=replicated" with any SQLite client ...
+/// try replicator.flush()          // everything committed so far is in the replica
+/// replicator.shutdown()           // flushes, then stops the uploaders
+/// ```
+public final class Replicator: @unchecked Sendable {
+    public let config: ReplicationConfig
+    private let uploaders: [DatabaseUploader]
+    private let logger: Logger
+
+    public init(config: ReplicationConfig, logger: Logger = Logger(label: "vfs-replication")) throws {
+        self.config = config
+        self.logger = logger
+        try ReplicatedVFS.register()
+        var uploaders: [DatabaseUploader] = []
+        for db in config.databases {
+            let spool = try ReplicatedVFS.registerDatabase(path: db.path)
+            let client = try makeReplicaClient(db.replica)
+            uploaders.append(DatabaseUploader(config: db, spool: spool, replica: client, logger: logger))
+        }
+        self.uploaders = uploaders
+    }
+
+    /// Starts the uploader threads. Only one process ships a given database at a time; the
+    /// others capture and take over if it dies.
+    public func start() {
+        for u in uploaders { u.start() }
+    }
+
+    /// Waits until every transaction committed before this call is durable in its replica.
+    /// Throws `.fenced` if another writer owns a replica, `.timeout` (with the last error) if
+    /// the replica cannot be reached in time.
+    public func flush(timeout: Duration = .seconds(60)) throws {
+        for u in uploaders { try u.flush(timeout: timeout) }
+    }
+
+    /// Flushes what is pending and stops the uploaders.
+    public func shutdown(timeout: Duration = .seconds(60)) {
+        for u in uploaders { u.stop(timeout: timeout) }
+    }
+
+    /// One entry per configured database.
+    public func status() -> [DatabaseStatus] { uploaders.map { $0.status() } }
+}

@@ -1,0 +1,419 @@
+internal import CVFSShim
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What an operator (or `flush()`) needs to know about one database.
+public struct DatabaseStatus: Sendable, Equatable {
+    public var path: String
+    public var replica: String
+    /// Last TXID captured locally.
+    public var localTXID: UInt64
+    /// Last TXID durable in the replica.
+    public var durableTXID: UInt64
+    /// Whether this process is the database's uploader.
+    public var isUploader: Bool
+    /// Another writer owns the replica lineage; shipping stopped.
+    public var fenced: Bool
+    public var lastError: String?
+    /// Bytes of spool not yet shipped.
+    public var pendingSpoolBytes: UInt64
+    public var lastUpload: Date?
+    public var lastSnapshot: Date?
+    public var filesUploaded: Int
+    public var bytesUploaded: Int64
+}
+
+/// Ships one database's spool to its replica. Runs on its own thread: every call it makes is
+/// blocking I/O (spool reads, LTX encoding, fsync, replica writes), none on the commit path.
+final class DatabaseUploader: @unchecked Sendable {
+    let config: DatabaseConfig
+    let spool: SpoolHandle
+    let replica: any ReplicaClient
+    private let logger: Logger
+    private let policy: ShipPolicy
+    private let pollInterval: Duration
+
+    private let cond = NSCondition()
+    // Guarded by cond:
+    private var running = false
+    private var stopRequested = false
+    private var flushWaiters = 0
+    private var thread: Thread?
+    private var lastError: String?
+    private var fenced = false
+    private var isUploader = false
+    private var lastUpload: Date?
+    private var lastSnapshot: Date?
+    private var filesUploaded = 0
+    private var bytesUploaded: Int64 = 0
+
+    // Uploader-thread state:
+    private var reader: SpoolReader
+    private var readPos = SpoolPosition(segment: 1, offset: 0)
+    private var batch = PendingBatch()
+    private var needSnapshot = false
+    private var snapshotMinTXID: UInt64 = 1
+    private var startedUp = false
+
+    init(config: DatabaseConfig, spool: SpoolHandle, replica: any ReplicaClient, logger: Logger) {
+        self.config = config
+        self.spool = spool
+        self.replica = replica
+        var logger = logger
+        logger[metadataKey: "db.path"] = .string(config.path)
+        self.logger = logger
+        self.policy = ShipPolicy(maxDelay: config.maxDelay)
+        let tenth = config.maxDelay / 10
+        self.pollInterval = min(max(tenth, .milliseconds(2)), .milliseconds(50))
+        self.reader = SpoolReader(spool: spool)
+    }
+
+    func start() {
+        cond.lock()
+        defer { cond.unlock() }
+        guard !running else { return }
+        running = true
+        stopRequested = false
+        let t = Thread { [self] in self.run() }
+        t.name = "vfs-upload \(URL(fileURLWithPath: config.path).lastPathComponent)"
+        thread = t
+        t.start()
+    }
+
+    /// Asks the thread to ship what is pending and stop; waits for it.
+    func stop(timeout: Duration) {
+        cond.lock()
+        stopRequested = true
+        cond.broadcast()
+        let deadline = Date().addingTimeInterval(timeout.seconds)
+        while running {
+            if !cond.wait(until: deadline) { break }
+        }
+        cond.unlock()
+    }
+
+    /// Waits until every transaction committed before the call is durable in the replica.
+    func flush(timeout: Duration) throws {
+        let target = spool.state().lastTxid
+        let deadline = Date().addingTimeInterval(timeout.seconds)
+        cond.lock()
+        flushWaiters += 1
+        cond.broadcast()
+        defer {
+            flushWaiters -= 1
+            cond.unlock()
+        }
+        while true {
+            let st = spool.state()
+            if st.shippedTxid >= target { return }
+            if fenced {
+                throw ReplicationError(.fenced, "database \(config.path): \(lastError ?? "fenced")")
+            }
+            if Date() >= deadline {
+                let detail = lastError.map { ": last error: \($0)" } ?? ""
+                throw ReplicationError(
+                    .timeout,
+                    "database \(config.path): transaction \(target) not durable in \(replica.location) after \(timeout)\(detail)"
+                )
+            }
+            // Another process may be the uploader: poll the shared state as well.
+            _ = cond.wait(until: min(deadline, Date().addingTimeInterval(0.01)))
+        }
+    }
+
+    func status() -> DatabaseStatus {
+        let st = spool.state()
+        cond.lock()
+        defer { cond.unlock() }
+        var pending: UInt64 = 0
+        if st.appendSeg == st.shippedSeg {
+            pending = st.appendOff &- st.shippedOff
+        } else if st.appendSeg > st.shippedSeg {
+            pending = st.appendOff + (st.appendSeg - st.shippedSeg) * (64 << 20)
+        }
+        return DatabaseStatus(
+            path: config.path, replica: replica.location, localTXID: st.lastTxid, durableTXID: st.shippedTxid,
+            isUploader: isUploader, fenced: fenced, lastError: lastError, pendingSpoolBytes: pending,
+            lastUpload: lastUpload, lastSnapshot: lastSnapshot, filesUploaded: filesUploaded,
+            bytesUploaded: bytesUploaded)
+    }
+
+    // MARK: - The thread
+
+    private func run() {
+        var backoff: Duration = .milliseconds(100)
+        var lastElectAttempt = ContinuousClock.now - .seconds(10)
+        while true {
+            cond.lock()
+            let stopping = stopRequested
+            let flushing = flushWaiters > 0 || stopping
+            let isFenced = fenced
+            cond.unlock()
+
+            if isFenced {
+                if stopping { break }
+                sleepOrWake(.milliseconds(500))
+                continue
+            }
+
+            if !isUploader {
+                if stopping { break }
+                if ContinuousClock.now - lastElectAttempt >= .seconds(1) || flushing {
+                    lastElectAttempt = ContinuousClock.now
+                    if spool.tryElect() {
+                        setUploader(true)
+                        logger.info("elected uploader")
+                    }
+                }
+                if !isUploader {
+                    sleepOrWake(.milliseconds(200))
+                    continue
+                }
+            }
+
+            do {
+                try step(flushing: flushing)
+                backoff = .milliseconds(100)
+                recordError(nil)
+            } catch let error as ReplicationError where error.code == .fenced {
+                logger.error("fenced: shipping stopped, the spool is kept", metadata: ["error": "\(error.message)"])
+                cond.lock()
+                fenced = true
+                lastError = error.message
+                cond.broadcast()
+                cond.unlock()
+                continue
+            } catch {
+                let message = (error as? ReplicationError)?.message ?? "\(error)"
+                logger.warning("upload failed; will retry", metadata: ["error": "\(message)"])
+                recordError(message)
+                if stopping { break }
+                sleepOrWake(backoff)
+                backoff = min(backoff * 2, .seconds(30))
+                continue
+            }
+
+            if stopping {
+                let st = spool.state()
+                if st.shippedTxid >= st.lastTxid { break }
+                continue
+            }
+            let decision = policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing)
+            switch decision {
+            case .ship:
+                continue
+            case .wait(let untilMs):
+                var wait = pollInterval
+                if let untilMs {
+                    let remaining = Duration.milliseconds(max(0, untilMs - Self.nowMs()))
+                    wait = min(wait, remaining)
+                }
+                sleepOrWake(wait)
+            }
+        }
+        if isUploader {
+            spool.resign()
+            setUploader(false)
+        }
+        cond.lock()
+        running = false
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    private func setUploader(_ value: Bool) {
+        cond.lock()
+        isUploader = value
+        cond.unlock()
+    }
+
+    private func recordError(_ message: String?) {
+        cond.lock()
+        lastError = message
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    private func sleepOrWake(_ d: Duration) {
+        cond.lock()
+        if !stopRequested && flushWaiters == 0 {
+            _ = cond.wait(until: Date().addingTimeInterval(d.seconds))
+        }
+        cond.unlock()
+    }
+
+    /// One round: read new spool records, snapshot if needed, ship if due.
+    private func step(flushing: Bool) throws {
+        if !startedUp { try startUp() }
+        let st = spool.state()
+        let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
+        if readPos < end {
+            try reader.scan(from: readPos, to: end) { record, next in
+                switch record {
+                case .frames(let txid, let pageSize, let pages):
+                    try wrap { try batch.addFrames(txid: txid, pageSize: pageSize, pages: pages) }
+                case .commit(let txid, let commitPages, let pageSize, let ts):
+                    if needSnapshot { break }
+                    try wrap { try batch.commit(txid: txid, commitPages: commitPages, pageSize: pageSize, timestampMs: ts) }
+                case .reset(let txid, _):
+                    logger.notice("lineage break in the spool: next shipment is a snapshot", metadata: ["txid": "\(txid)"])
+                    needSnapshot = true
+                case .snapshot(let txid, _):
+                    // Our own snapshots are never re-read (readPos moves past them); this one was
+                    // taken by an uploader that died before publishing it.
+                    logger.notice("unpublished snapshot marker in the spool: taking a new snapshot", metadata: ["txid": "\(txid)"])
+                    needSnapshot = true
+                }
+                if needSnapshot { batch.reset(nextExpected: nil) }
+                readPos = next
+            }
+        }
+        if needSnapshot {
+            try shipSnapshot()
+            return
+        }
+        if policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing) == .ship {
+            try shipBatch()
+        }
+    }
+
+    private func wrap(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let v as PendingBatch.Violation {
+            throw ReplicationError(.corruptSpool, "database \(config.path): spool inconsistency: \(v)")
+        }
+    }
+
+    /// Compares what the replica holds with what this spool says was shipped; anything but an
+    /// exact continuation starts a new lineage with a snapshot.
+    private func startUp() throws {
+        let st = spool.state()
+        var replicaMax: UInt64 = 0
+        for level in try replica.listLevels() {
+            if let last = try replica.listFiles(level: level).map(\.maxTXID).max() {
+                replicaMax = max(replicaMax, last)
+            }
+        }
+        readPos = SpoolPosition(segment: st.shippedSeg, offset: st.shippedOff)
+        if st.shippedTxid > 0 && replicaMax == st.shippedTxid {
+            batch.reset(nextExpected: st.shippedTxid + 1)
+            needSnapshot = false
+        } else {
+            if replicaMax > 0 {
+                logger.notice(
+                    "replica does not continue this database's shipped history; starting a new lineage with a snapshot",
+                    metadata: ["replica.max_txid": "\(replicaMax)", "shipped_txid": "\(st.shippedTxid)"])
+            }
+            needSnapshot = true
+            snapshotMinTXID = max(replicaMax, st.shippedTxid) + 1
+            batch.reset(nextExpected: nil)
+        }
+        startedUp = true
+    }
+
+    private var tempDirectory: String {
+        let dir = spool.stateDirectory + "/tmp"
+        mkdir(dir, 0o755)
+        return dir
+    }
+
+    private func shipSnapshot() throws {
+        guard let snap = try SnapshotReader(databasePath: spool.databasePath, minTXID: snapshotMinTXID) else {
+            return  // no database content yet; the first commit will bring it
+        }
+        defer { snap.close() }
+        let header = LTXHeader(
+            pageSize: snap.pageSize, commit: snap.commit, minTXID: 1, maxTXID: snap.txid,
+            timestamp: snap.timestampMs > 0 ? snap.timestampMs : Self.nowMs())
+        let tmp = tempDirectory + "/snapshot-\(snap.txid).ltx"
+        defer { unlink(tmp) }
+        let encoder = try LTXEncoder(path: tmp, header: header)
+        var page = [UInt8](repeating: 0, count: Int(snap.pageSize))
+        let lock = LTX.lockPageNumber(pageSize: snap.pageSize)
+        var pgno: UInt32 = 1
+        while pgno <= snap.commit {
+            if pgno != lock {
+                try page.withUnsafeMutableBytes { try snap.readPage(pgno, into: $0) }
+                try encoder.writePage(pgno, page)
+            }
+            pgno += 1
+        }
+        try encoder.finish()
+        let size = encoder.size
+        snap.close()
+        try replica.publish(
+            level: 9, minTXID: 1, maxTXID: snap.txid, localPath: tmp,
+            timestamp: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
+        logger.info(
+            "snapshot shipped",
+            metadata: ["txid": "\(snap.txid)", "pages": "\(snap.commit)", "bytes": "\(size)"])
+        readPos = snap.spoolPosition
+        spool.setShipped(txid: snap.txid, position: readPos)
+        needSnapshot = false
+        batch.reset(nextExpected: snap.txid + 1)
+        noteUpload(bytes: size, snapshot: true)
+        trimSpool()
+    }
+
+    private func shipBatch() throws {
+        guard !batch.isEmpty else { return }
+        let header = LTXHeader(
+            pageSize: batch.pageSize, commit: batch.commitPages, minTXID: batch.minTXID, maxTXID: batch.maxTXID,
+            timestamp: batch.timestampMs)
+        let tmp = tempDirectory + "/\(LTXFileInfo.fileName(minTXID: batch.minTXID, maxTXID: batch.maxTXID))"
+        defer { unlink(tmp) }
+        let encoder = try LTXEncoder(path: tmp, header: header)
+        var page = [UInt8](repeating: 0, count: Int(batch.pageSize))
+        for (pgno, loc) in batch.sortedPages() {
+            try page.withUnsafeMutableBytes { try reader.readPage(loc, pageSize: Int(batch.pageSize), into: $0) }
+            try encoder.writePage(pgno, page)
+        }
+        try encoder.finish()
+        try replica.publish(
+            level: 0, minTXID: batch.minTXID, maxTXID: batch.maxTXID, localPath: tmp,
+            timestamp: Date(timeIntervalSince1970: Double(batch.timestampMs) / 1000))
+        logger.debug(
+            "batch shipped",
+            metadata: ["txid.min": "\(batch.minTXID)", "txid.max": "\(batch.maxTXID)", "bytes": "\(encoder.size)"])
+        spool.setShipped(txid: batch.maxTXID, position: readPos)
+        let next = batch.maxTXID + 1
+        batch.reset(nextExpected: next)
+        noteUpload(bytes: encoder.size, snapshot: false)
+        trimSpool()
+    }
+
+    private func noteUpload(bytes: Int64, snapshot: Bool) {
+        cond.lock()
+        filesUploaded += 1
+        bytesUploaded += bytes
+        lastUpload = Date()
+        if snapshot { lastSnapshot = Date() }
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// Removes spool segments entirely before the shipped position.
+    private func trimSpool() {
+        let st = spool.state()
+        var seg = readPos.segment
+        while seg > 1 {
+            seg -= 1
+            if seg >= st.appendSeg { continue }
+            if unlink(spool.segmentPath(seg)) != 0 { break }
+        }
+    }
+
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+}
+
+extension Duration {
+    var seconds: TimeInterval {
+        let (s, atto) = components
+        return TimeInterval(s) + TimeInterval(atto) / 1e18
+    }
+}
