@@ -100,4 +100,41 @@ enum LTXIO {
         guard let slash = path.lastIndex(of: "/") else { return path }
         return String(path[path.index(after: slash)...])
     }
+
+    /// Renames `source` to `target` unless `target` exists; returns false (and leaves `source`
+    /// in place) if it does. Uses renameat2(RENAME_NOREPLACE), or link() + unlink() on
+    /// filesystems without it; neither ever replaces the target.
+    /// https://man7.org/linux/man-pages/man2/rename.2.html
+    static func renameNoReplace(_ source: String, _ target: String) throws -> Bool {
+        if let renameat2 = renameat2Function {
+            if renameat2(AT_FDCWD, source, AT_FDCWD, target, renameNoReplaceFlag) == 0 { return true }
+            let code = errno
+            if code == EEXIST { return false }
+            if code != EINVAL && code != ENOSYS && code != ENOTSUP { throw error("rename", source, errno: code) }
+        }
+        if link(source, target) != 0 {
+            let code = errno
+            if code == EEXIST { return false }
+            throw error("link", target, errno: code)
+        }
+        unlink(source)
+        return true
+    }
+
+    static func rename(_ source: String, _ target: String) throws {
+        if Glibc.rename(source, target) != 0 { throw error("rename", source) }
+    }
+
+    private typealias RenameAt2 =
+        @convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32
+
+    /// RENAME_NOREPLACE from <linux/fs.h>.
+    private static let renameNoReplaceFlag: UInt32 = 1
+
+    /// glibc declares renameat2 only under _GNU_SOURCE, which Swift's Glibc module does not
+    /// see, so look the symbol up at run time (glibc >= 2.28).
+    private static let renameat2Function: RenameAt2? = {
+        guard let symbol = dlsym(nil, "renameat2") else { return nil }
+        return unsafeBitCast(symbol, to: RenameAt2.self)
+    }()
 }

@@ -174,33 +174,9 @@ public struct FileReplicaClient: ReplicaClient {
 
     /// Renames without ever replacing an existing `target`.
     private func renameNoReplace(_ temp: String, _ target: String, object: String) throws {
-        let fenced = ReplicationError(
-            .fenced, "replica object \(object) already exists in \(location): another writer owns this replica")
-        if let renameat2 = FileReplicaClient.renameat2 {
-            if renameat2(AT_FDCWD, temp, AT_FDCWD, target, FileReplicaClient.renameNoReplaceFlag) == 0 { return }
-            let code = errno
-            if code == EEXIST { throw fenced }
-            if code != EINVAL && code != ENOSYS && code != ENOTSUP { throw LTXIO.error("rename", temp, errno: code) }
+        if try !LTXIO.renameNoReplace(temp, target) {
+            throw ReplicationError(
+                .fenced, "replica object \(object) already exists in \(location): another writer owns this replica")
         }
-        // Filesystems without RENAME_NOREPLACE: link() fails with EEXIST instead of replacing.
-        if link(temp, target) != 0 {
-            let code = errno
-            if code == EEXIST { throw fenced }
-            throw LTXIO.error("link", target, errno: code)
-        }
-        LTXIO.unlink(temp)
     }
-
-    private typealias RenameAt2 =
-        @convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32
-
-    /// RENAME_NOREPLACE from <linux/fs.h>.
-    private static let renameNoReplaceFlag: UInt32 = 1
-
-    /// glibc declares renameat2 only under _GNU_SOURCE, which Swift's Glibc module does not
-    /// see, so look the symbol up at run time (glibc >= 2.28).
-    private static let renameat2: RenameAt2? = {
-        guard let symbol = dlsym(nil, "renameat2") else { return nil }
-        return unsafeBitCast(symbol, to: RenameAt2.self)
-    }()
 }

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import VFSReplication
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -203,4 +205,91 @@ enum TestSupport {
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension TestSupport {
+    /// Builds a replica directory from successive states of a database file: a snapshot of the
+    /// first state, then one level-0 file per later state holding the pages that changed.
+    struct ReplicaBuilder {
+        let replica: FileReplicaClient
+        let work: String
+        var flags: LTXHeader.Flags
+        var encoding: LTXPageEncoding
+        var txid: UInt64 = 0
+        var previous: [UInt8] = []
+        var pageSize = 0
+        var checksum: UInt64 = 0
+        var timestamp = Date(timeIntervalSince1970: 1_750_000_000)
+
+        init(replicaDirectory: String, work: String, flags: LTXHeader.Flags, encoding: LTXPageEncoding) {
+            replica = FileReplicaClient(directory: replicaDirectory)
+            self.work = work
+            self.flags = flags
+            self.encoding = encoding
+        }
+
+        /// Publishes the current state of `database` as the next TXID.
+        mutating func capture(_ database: String, level: Int = 0) throws {
+            let bytes = try TestSupport.readFile(database)
+            pageSize = Int(UInt32(bytes[16]) << 8 | UInt32(bytes[17]))
+            if pageSize == 1 { pageSize = 65536 }
+            let commit = UInt32(bytes.count / pageSize)
+            txid += 1
+            timestamp += 10
+            let minTXID = previous.isEmpty ? 1 : txid
+            let path = work + "/next.ltx"
+            let header = LTXHeader(
+                flags: flags, pageSize: UInt32(pageSize), commit: commit, minTXID: minTXID, maxTXID: txid,
+                timestamp: timestamp, preApplyChecksum: minTXID == 1 || flags.contains(.noChecksum) ? 0 : checksum)
+            let encoder = try LTXEncoder(path: path, header: header, pageEncoding: encoding)
+            var sum = LTXDatabaseChecksum()
+            for pgno in 1...Int(commit) {
+                let page = Array(bytes[(pgno - 1) * pageSize..<pgno * pageSize])
+                sum.add(pgno: UInt32(pgno), page: page)
+                let start = (pgno - 1) * pageSize
+                let unchanged = previous.count >= pgno * pageSize && Array(previous[start..<start + pageSize]) == page
+                if minTXID == 1 || !unchanged { try encoder.writePage(UInt32(pgno), page) }
+            }
+            checksum = sum.value
+            try encoder.finish(postApplyChecksum: flags.contains(.noChecksum) ? nil : checksum)
+            try replica.publish(level: level, minTXID: minTXID, maxTXID: txid, localPath: path, timestamp: timestamp)
+            previous = bytes
+        }
+    }
+
+    /// A database with five states (create, update, grow, shrink by VACUUM, grow again), each
+    /// captured into `builder` as one TXID. Returns the database path and the `.dump` of every
+    /// state by TXID.
+    @discardableResult
+    static func makeHistory(_ dir: String, _ builder: inout ReplicaBuilder) throws -> (
+        database: String, dumps: [UInt64: String]
+    ) {
+        let db = dir + "/source.db"
+        var dumps: [UInt64: String] = [:]
+        let steps = [
+            """
+            PRAGMA page_size=4096;
+            CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 300)
+            INSERT INTO t SELECT i, printf('row %d %0200d', i, i) FROM n;
+            """,
+            "UPDATE t SET v = 'changed ' || id WHERE id % 7 = 0;",
+            """
+            CREATE INDEX t_v ON t(v);
+            WITH RECURSIVE n(i) AS (SELECT 301 UNION ALL SELECT i+1 FROM n WHERE i < 600)
+            INSERT INTO t SELECT i, printf('more %d %0300d', i, i) FROM n;
+            """,
+            "DELETE FROM t WHERE id > 250; VACUUM;",
+            """
+            WITH RECURSIVE n(i) AS (SELECT 1000 UNION ALL SELECT i+1 FROM n WHERE i < 1200)
+            INSERT INTO t SELECT i, printf('again %d %0100d', i, i) FROM n;
+            """,
+        ]
+        for sql in steps {
+            try sqlite(db, sql)
+            try builder.capture(db)
+            dumps[builder.txid] = try dump(db)
+        }
+        return (db, dumps)
+    }
 }
