@@ -746,7 +746,8 @@ static int reconcile(VRFile *f) {
     memcpy(&salt2, &h.aSalt[1], 4);
     int sameSalts = s->walValid && salt1 == s->walSalt1 && salt2 == s->walSalt2;
 
-    if (sameSalts && h.mxFrame == s->walFrame) return SQLITE_OK; /* the common case: nothing new */
+    /* the common case: nothing new */
+    if (sameSalts && h.mxFrame == s->walFrame && !s->cleanValid) return SQLITE_OK;
 
     /* Rotate to a new segment at a transaction boundary. */
     if (s->appendOff >= VR_SEGMENT_TARGET) {
@@ -761,12 +762,28 @@ static int reconcile(VRFile *f) {
         stateEnd(s);
     }
 
+    if (s->cleanValid) {
+        /* The last connection closed cleanly and the WAL was deleted: the database file must be
+         * exactly as it was then (same inode, size and mtime), else someone changed it without
+         * the shim (or a restore replaced it). */
+        if (!cleanCloseMatches(db)) return resetLineage(db, f, &h, "the database changed while it was closed");
+        stateBegin(s);
+        s->cleanValid = 0;
+        s->walValid = 1;
+        s->walFrame = 0;
+        s->walSalt1 = salt1;
+        s->walSalt2 = salt2;
+        stateEnd(s);
+        if (h.mxFrame == 0) return SQLITE_OK;
+    }
     if (!s->walValid) return resetLineage(db, f, &h, "no replication history for this database");
+    sameSalts = salt1 == s->walSalt1 && salt2 == s->walSalt2;
+    if (sameSalts && h.mxFrame == s->walFrame) return SQLITE_OK;
+    /* A WAL restart (after every frame was checkpointed) bumps salt-1 by one. */
+    int restarted = saltBE(salt1) == saltBE(s->walSalt1) + 1;
 
     if (h.mxFrame == 0) {
-        /* Empty WAL: restarted after a full checkpoint (salt-1 + 1), or freshly created after a
-         * clean close that we recorded. */
-        if (saltBE(salt1) == saltBE(s->walSalt1) + 1 || cleanCloseMatches(db) || (sameSalts && s->walFrame == 0)) {
+        if (restarted || s->walFrame == 0) {
             stateBegin(s);
             s->walFrame = 0;
             s->walSalt1 = salt1;
@@ -774,7 +791,7 @@ static int reconcile(VRFile *f) {
             stateEnd(s);
             return SQLITE_OK;
         }
-        return resetLineage(db, f, &h, "the database changed outside the replicated VFS");
+        return resetLineage(db, f, &h, "the WAL was reset outside the replicated VFS");
     }
 
     if (!f->pWal) return resetLineage(db, f, &h, "WAL not open through the replicated VFS");
@@ -795,7 +812,7 @@ static int reconcile(VRFile *f) {
         first = s->walFrame + 1;
         ck1 = s->walCk1;
         ck2 = s->walCk2;
-    } else if ((sameSalts && s->walFrame == 0) || saltBE(salt1) == saltBE(s->walSalt1) + 1 || (s->walFrame == 0 && cleanCloseMatches(db))) {
+    } else if (s->walFrame == 0 || restarted) {
         first = 1;
         ck1 = get4(whdr + 24);
         ck2 = get4(whdr + 28);
@@ -945,7 +962,7 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
         uint32_t nBackfill = 0;
         if (readIdxHdr(p, &h, &nBackfill) == 0) {
             VRState *s = p->pDb->pState;
-            int same = s->walValid && memcmp(&h.aSalt[0], &s->walSalt1, 4) == 0 &&
+            int same = s->walValid && !s->cleanValid && memcmp(&h.aSalt[0], &s->walSalt1, 4) == 0 &&
                        memcmp(&h.aSalt[1], &s->walSalt2, 4) == 0 && h.mxFrame == s->walFrame;
             if (!same) {
                 int rc2 = reconcile(p);

@@ -109,9 +109,9 @@ struct CaptureTests {
             let c = try f.open()
             try c.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
             try c.insertBlobs(20, bytes: 300)
+            try f.flush()  // the uploader's snapshot connections are closed again
         }
         #expect(!FileManager.default.fileExists(atPath: f.dbPath + "-wal"))
-        try f.flush()
         let before = f.status.localTXID
         do {
             let c = try f.open()
@@ -267,4 +267,55 @@ final class ManagedErrors: @unchecked Sendable {
     private var errors: [Error] = []
     func add(_ e: Error) { lock.lock(); errors.append(e); lock.unlock() }
     var all: [Error] { lock.lock(); defer { lock.unlock() }; return errors }
+}
+
+@Suite("Lineage and crashes", .serialized)
+struct LineageTests {
+    @Test func changeWhileClosedStartsNewLineageWithSnapshot() throws {
+        let f = try ReplicatedFixture()
+        do {
+            let c = try f.open()
+            try c.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
+            try c.insertBlobs(10, bytes: 100)
+            try f.flush()
+        }
+        // Someone writes with plain SQLite (no shim) while the app is down.
+        _ = try TestSupport.sqlite(f.dbPath, "INSERT INTO t(x) VALUES ('outside'); DELETE FROM t WHERE id = 2;")
+        do {
+            let c = try f.open()
+            try c.insertBlobs(2, bytes: 100)
+        }
+        try f.flush()
+        let snapshots = try FileReplicaClient(directory: f.replicaDir).listFiles(level: 9)
+        #expect(snapshots.count == 2, "a new snapshot must start the new lineage: \(snapshots)")
+        let (out, _) = try f.rebuild()
+        try f.expectEqual(out)
+        #expect(try TestSupport.sqlite(out, "SELECT count(*) FROM t WHERE x = 'outside'").trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+    }
+
+    @Test func killNineRightAfterCommitLosesNothing() throws {
+        guard let bench = TestSupport.builtProduct("vfs-bench") else {
+            Issue.record("vfs-bench is not built next to the tests")
+            return
+        }
+        let f = try ReplicatedFixture(maxDelay: "10s")  // nothing ships on its own before the kill
+        let c = try f.open()
+        try c.exec("CREATE TABLE bench(id INTEGER PRIMARY KEY, tx INTEGER NOT NULL, payload BLOB)")
+        for round in 0..<3 {
+            let log = f.dir + "/hold-\(round).log"
+            let p = try TestSupport.BackgroundProcess(
+                bench, ["write", "--config", f.configPath, "--database", f.dbPath, "--transactions", "40", "--hold"],
+                logPath: log)
+            let committed = TestSupport.waitUntil(timeout: 60) {
+                ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("committed 40")
+            }
+            #expect(committed, "writer did not finish: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            kill(p.process.processIdentifier, SIGKILL)
+            p.process.waitUntilExit()
+        }
+        try f.flush()
+        let (out, _) = try f.rebuild()
+        try f.expectEqual(out)
+        #expect(try TestSupport.sqlite(out, "SELECT count(*) FROM bench").trimmingCharacters(in: .whitespacesAndNewlines) == "120")
+    }
 }

@@ -22,6 +22,8 @@ struct Write: ParsableCommand {
     @Option(help: "Payload bytes per row.") var payloadBytes: Int = 100
     @Option(help: "PRAGMA synchronous: normal or full.") var synchronous: String = "normal"
     @Flag(help: "Open with the default VFS, no replication (baseline).") var plain = false
+    @Flag(help: "After committing, print 'committed' and wait to be killed, without flushing (crash tests).")
+    var hold = false
 
     func validate() throws {
         guard ["normal", "full"].contains(synchronous.lowercased()) else {
@@ -82,6 +84,11 @@ struct Write: ParsableCommand {
             try exec("COMMIT")
         }
         let elapsed = Date().timeIntervalSince(start)
+        if hold {
+            print("committed \(transactions)")
+            fflush(nil)
+            while true { sleep(60) }
+        }
         if let replicator {
             try replicator.flush()
             replicator.shutdown()
