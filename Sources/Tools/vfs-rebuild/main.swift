@@ -1,1 +1,0 @@
-print("vfs-rebuild: not yet")
