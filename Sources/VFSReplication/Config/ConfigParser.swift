@@ -1,0 +1,443 @@
+internal import Yams
+
+/// Turns configuration YAML into a `ReplicationConfig`, walking Yams' `Node` tree so every message
+/// can name its line. Reads no files; `ReplicationConfig.load` does that.
+struct ConfigParser {
+    let sourceName: String
+    /// Absolute; anchors relative database, replica and CA file paths.
+    let baseDirectory: String
+    let environment: [String: String]
+
+    static let topLevelKeys = ["defaults", "databases"]
+    static let databaseKeys = ["path", "replica", "max-delay", "spool-max-bytes"]
+    static let defaultsKeys = ["replica", "max-delay", "spool-max-bytes"]
+    static let replicaKeys = [
+        "url", "endpoint", "region", "force-path-style", "access-key-id", "secret-access-key", "r2-account-id",
+        "ca-file",
+    ]
+    /// Values never repeated in a message.
+    static let secretKeys: Set<String> = ["access-key-id", "secret-access-key"]
+
+    /// Explanations for keys people bring from Litestream or other tools.
+    static let hints: [String: String] = [
+        "dbs": "did you mean 'databases'?",
+        "replicas": "did you mean 'replica'? each database has one replica",
+        "bucket": "put the bucket in 'url': s3://BUCKET/PREFIX",
+        "type": "the replica type comes from the 'url' scheme: s3:// or file://",
+        "<<": "YAML merge keys are not supported; put shared settings under 'defaults'",
+    ]
+
+    /// Where in the document a key lives, for messages.
+    enum Scope {
+        case root
+        case defaults
+        case defaultsReplica
+        case database(String)
+        case replica(String)
+
+        var suffix: String {
+            switch self {
+            case .root: ""
+            case .defaults: " in defaults"
+            case .defaultsReplica: " in the defaults replica"
+            case .database(let name): " in database '\(name)'"
+            case .replica(let name): " in the replica of database '\(name)'"
+            }
+        }
+    }
+
+    struct Entry {
+        var key: String
+        var keyNode: Node
+        var value: Node
+        var line: Int { keyNode.mark?.line ?? value.mark?.line ?? 0 }
+    }
+
+    /// Settings that `defaults` and a database can both set; the database's win key by key.
+    struct Layer {
+        var maxDelay: Duration?
+        var spoolMaxBytes: Int64?
+        var replica = ReplicaLayer()
+    }
+
+    struct ReplicaLayer {
+        var url: (text: String, node: Node)?
+        var endpoint: String?
+        var region: String?
+        var forcePathStyle: Bool?
+        var accessKeyID: String?
+        var secretAccessKey: String?
+        var r2AccountID: String?
+        var caFile: String?
+        /// The value node each key came from (for conflicts found after merging).
+        var nodes: [String: Node] = [:]
+
+        func merged(over defaults: ReplicaLayer) -> ReplicaLayer {
+            var result = self
+            result.url = url ?? defaults.url
+            result.endpoint = endpoint ?? defaults.endpoint
+            result.region = region ?? defaults.region
+            result.forcePathStyle = forcePathStyle ?? defaults.forcePathStyle
+            result.accessKeyID = accessKeyID ?? defaults.accessKeyID
+            result.secretAccessKey = secretAccessKey ?? defaults.secretAccessKey
+            result.r2AccountID = r2AccountID ?? defaults.r2AccountID
+            result.caFile = caFile ?? defaults.caFile
+            result.nodes = defaults.nodes.merging(nodes) { _, mine in mine }
+            return result
+        }
+    }
+
+    // MARK: Document
+
+    func parse(yaml: String) throws -> ReplicationConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw syntaxError(error)
+        }
+        guard let root, !isNull(root) else {
+            throw failure(nil, "the configuration is empty; expected a 'databases' list")
+        }
+        guard case .mapping = root else {
+            throw failure(root, "expected a mapping with a 'databases' list at the top level")
+        }
+        let top = try entries(of: root, scope: .root, known: Self.topLevelKeys)
+
+        var defaults = Layer()
+        if let entry = top["defaults"], !isNull(entry.value) {
+            guard case .mapping = entry.value else {
+                throw failure(entry.value, "'defaults' must be a mapping of settings")
+            }
+            let fields = try entries(
+                of: entry.value, scope: .defaults, known: Self.defaultsKeys,
+                refusals: ["path": "'path' cannot be set in defaults: each database names its own file"])
+            defaults = try layer(fields, scope: .defaults)
+        }
+
+        guard let databasesEntry = top["databases"] else {
+            throw failure(root, "missing 'databases': list the databases to replicate")
+        }
+        guard case .sequence(let items) = databasesEntry.value, !items.isEmpty else {
+            if isNull(databasesEntry.value) || databasesEntry.value.sequence != nil {
+                throw failure(databasesEntry.keyNode, "'databases' is empty: list the databases to replicate")
+            }
+            throw failure(databasesEntry.value, "'databases' must be a list, each item starting with '- path:'")
+        }
+
+        var databases: [DatabaseConfig] = []
+        var seenPaths: [String: (name: String, line: Int)] = [:]
+        var seenURLs: [String: (name: String, line: Int)] = [:]
+        for (index, item) in items.enumerated() {
+            let (database, name) = try parseDatabase(item, number: index + 1, defaults: defaults)
+            let line = item.mark?.line ?? 0
+            let canonical = ConfigPaths.canonical(database.path)
+            if let first = seenPaths[canonical] {
+                throw failure(
+                    item, "database '\(name)' is the same file as database '\(first.name)' (line \(first.line))")
+            }
+            seenPaths[canonical] = (name, line)
+            if let first = seenURLs[database.replica.url] {
+                throw failure(
+                    item,
+                    "database '\(name)' replicates to \(database.replica.url), as database '\(first.name)' "
+                        + "(line \(first.line)) does; each database needs its own replica location")
+            }
+            seenURLs[database.replica.url] = (name, line)
+            databases.append(database)
+        }
+        return ReplicationConfig(databases: databases)
+    }
+
+    private func parseDatabase(_ item: Node, number: Int, defaults: Layer) throws -> (DatabaseConfig, String) {
+        guard case .mapping(let mapping) = item else {
+            if case .scalar(let scalar) = item {
+                throw failure(item, "database #\(number) must be a mapping; write '- path: \(scalar.string)'")
+            }
+            throw failure(item, "database #\(number) must be a mapping with 'path' and 'replica'")
+        }
+        // Name the database by its path as written (expanded when possible), before other checks.
+        var name = "#\(number)"
+        if case .scalar(let scalar)? = mapping["path"], !scalar.string.isEmpty {
+            name = (try? ConfigValues.expandEnvironment(scalar.string, environment)) ?? scalar.string
+        }
+        let scope = Scope.database(name)
+        let fields = try entries(of: item, scope: scope, known: Self.databaseKeys)
+
+        guard let pathEntry = fields["path"] else {
+            throw failure(item, "database #\(number) has no 'path'")
+        }
+        guard let pathText = try string(pathEntry, scope: scope) else {
+            throw failure(pathEntry.keyNode, "'path' of database #\(number) is empty")
+        }
+        if pathText.lowercased().hasPrefix("file:") {
+            throw failure(
+                pathEntry.value,
+                "'path'\(scope.suffix) must be a file path, not a URI (drop 'file:' and any '?vfs=...')")
+        }
+        if pathText == ":memory:" {
+            throw failure(pathEntry.value, "database '\(name)': an in-memory database cannot be replicated")
+        }
+        if pathText.hasSuffix("/") || pathText.hasSuffix("/.") || pathText.hasSuffix("/..") || pathText == "."
+            || pathText == ".."
+        {
+            throw failure(pathEntry.value, "'path'\(scope.suffix) names a folder; it must name the database file")
+        }
+        let path = ConfigPaths.absolute(pathText, relativeTo: baseDirectory, home: environment["HOME"])
+
+        guard let replicaEntry = fields["replica"], !isNull(replicaEntry.value) else {
+            throw failure(
+                fields["replica"]?.keyNode ?? item, "database '\(name)' has no 'replica' (add 'replica:' with a 'url')")
+        }
+        let own = try layer(fields, scope: scope)
+        let replicaLayer = own.replica.merged(over: defaults.replica)
+        guard let url = replicaLayer.url else {
+            throw failure(replicaEntry.keyNode, "the replica of database '\(name)' has no 'url'")
+        }
+        let kind: ReplicaConfig.Kind
+        do {
+            kind = try ReplicaConfig.parseLocation(url.text, relativeTo: baseDirectory, home: environment["HOME"])
+        } catch {
+            throw failure(url.node, "invalid 'url' in the replica of database '\(name)': \(error.reason)")
+        }
+        var replica = ReplicaConfig(kind: kind)
+        if case .s3 = kind {
+            if replicaLayer.endpoint != nil, replicaLayer.r2AccountID != nil {
+                throw failure(
+                    own.replica.nodes["r2-account-id"] ?? own.replica.nodes["endpoint"] ?? replicaEntry.keyNode,
+                    "the replica of database '\(name)' sets both 'endpoint' and 'r2-account-id'; "
+                        + "set one (R2's endpoint is derived from the account id)")
+            }
+            replica.endpoint = replicaLayer.endpoint
+            replica.region = replicaLayer.region
+            replica.forcePathStyle = replicaLayer.forcePathStyle
+            replica.accessKeyID = replicaLayer.accessKeyID
+            replica.secretAccessKey = replicaLayer.secretAccessKey
+            replica.r2AccountID = replicaLayer.r2AccountID
+            replica.caFile = replicaLayer.caFile
+        }
+        // A file replica ignores S3 settings (they usually come from `defaults`).
+        let database = DatabaseConfig(
+            path: path,
+            replica: replica,
+            maxDelay: own.maxDelay ?? defaults.maxDelay ?? ReplicationConfig.defaultMaxDelay,
+            spoolMaxBytes: own.spoolMaxBytes ?? defaults.spoolMaxBytes
+        )
+        return (database, name)
+    }
+
+    // MARK: Layers
+
+    /// Reads the policy keys and the `replica` mapping of a database or of `defaults`.
+    private func layer(_ fields: [String: Entry], scope: Scope) throws -> Layer {
+        var layer = Layer()
+        if let entry = fields["max-delay"] { layer.maxDelay = try duration(entry, scope: scope) }
+        if let entry = fields["spool-max-bytes"] {
+            if let size = try byteSize(entry, scope: scope) {
+                guard size > 0 else {
+                    throw failure(entry.value, "'spool-max-bytes'\(scope.suffix) must be greater than zero")
+                }
+                layer.spoolMaxBytes = size
+            }
+        }
+        if let entry = fields["replica"], !isNull(entry.value) {
+            let replicaScope: Scope
+            var refusals: [String: String] = [:]
+            switch scope {
+            case .database(let name):
+                replicaScope = .replica(name)
+            default:
+                replicaScope = .defaultsReplica
+                refusals["url"] = "'url' cannot be set in defaults: each database needs its own replica location"
+            }
+            guard case .mapping = entry.value else {
+                throw failure(entry.value, "'replica'\(scope.suffix) must be a mapping with a 'url'")
+            }
+            let replicaFields = try entries(
+                of: entry.value, scope: replicaScope, known: Self.replicaKeys, refusals: refusals)
+            layer.replica = try replicaLayer(replicaFields, scope: replicaScope)
+        }
+        return layer
+    }
+
+    private func replicaLayer(_ fields: [String: Entry], scope: Scope) throws -> ReplicaLayer {
+        var replica = ReplicaLayer()
+        for (key, entry) in fields {
+            replica.nodes[key] = entry.value
+        }
+        if let entry = fields["url"], let text = try string(entry, scope: scope) {
+            replica.url = (text, entry.value)
+        }
+        if let entry = fields["endpoint"], let text = try string(entry, scope: scope) {
+            replica.endpoint = try endpoint(text, entry, scope: scope)
+        }
+        if let entry = fields["region"], let text = try string(entry, scope: scope) {
+            guard !text.contains(where: \.isWhitespace) else {
+                throw failure(entry.value, "invalid region '\(text)'\(scope.suffix)")
+            }
+            replica.region = text
+        }
+        if let entry = fields["force-path-style"], let text = try string(entry, scope: scope) {
+            guard let value = ConfigValues.parseBool(text) else {
+                throw failure(entry.value, "'force-path-style'\(scope.suffix) must be true or false, not '\(text)'")
+            }
+            replica.forcePathStyle = value
+        }
+        if let entry = fields["access-key-id"] { replica.accessKeyID = try string(entry, scope: scope) }
+        if let entry = fields["secret-access-key"] { replica.secretAccessKey = try string(entry, scope: scope) }
+        if let entry = fields["r2-account-id"], let text = try string(entry, scope: scope) {
+            guard text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else {
+                throw failure(entry.value, "invalid 'r2-account-id' '\(text)'\(scope.suffix) (letters and digits only)")
+            }
+            replica.r2AccountID = text
+        }
+        if let entry = fields["ca-file"], let text = try string(entry, scope: scope) {
+            replica.caFile = ConfigPaths.absolute(text, relativeTo: baseDirectory, home: environment["HOME"])
+        }
+        return replica
+    }
+
+    // MARK: Values
+
+    /// The value as a string with `$VAR`s expanded; nil when null or empty (the key is then unset).
+    private func string(_ entry: Entry, scope: Scope) throws -> String? {
+        let secret = Self.secretKeys.contains(entry.key)
+        let scalar: Node.Scalar
+        switch entry.value {
+        case .scalar(let value): scalar = value
+        case .mapping: throw failure(entry.value, "'\(entry.key)'\(scope.suffix) must be a single value, not a mapping")
+        case .sequence: throw failure(entry.value, "'\(entry.key)'\(scope.suffix) must be a single value, not a list")
+        }
+        if isNull(entry.value) { return nil }
+        do {
+            let expanded = try ConfigValues.expandEnvironment(scalar.string, environment)
+            return expanded.isEmpty ? nil : expanded
+        } catch .undefined(let name) {
+            throw failure(
+                entry.value, "environment variable '\(name)' is not set (used by '\(entry.key)'\(scope.suffix))")
+        } catch .malformed(let reference) {
+            let shown = secret ? "" : " '\(reference)'"
+            throw failure(
+                entry.value,
+                "malformed variable reference\(shown) in '\(entry.key)'\(scope.suffix) (write $$ for a literal $)")
+        }
+    }
+
+    private func duration(_ entry: Entry, scope: Scope) throws -> Duration? {
+        guard let text = try string(entry, scope: scope) else { return nil }
+        if let value = ConfigValues.parseDuration(text) { return value }
+        var hint = "use a number and a unit: 50ms, 1s, 1.5s, 2m, 1h"
+        if !text.isEmpty, text.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            hint = "missing unit: did you mean '\(text)s' or '\(text)ms'?"
+        } else if text.hasPrefix("-") {
+            hint = "must not be negative"
+        }
+        throw failure(entry.value, "invalid duration '\(text)' for '\(entry.key)'\(scope.suffix) (\(hint))")
+    }
+
+    private func byteSize(_ entry: Entry, scope: Scope) throws -> Int64? {
+        guard let text = try string(entry, scope: scope) else { return nil }
+        if let value = ConfigValues.parseByteSize(text) { return value }
+        throw failure(
+            entry.value,
+            "invalid size '\(text)' for '\(entry.key)'\(scope.suffix) (use bytes or a unit: 64MiB, 1GiB, 500MB)")
+    }
+
+    private func endpoint(_ text: String, _ entry: Entry, scope: Scope) throws -> String {
+        let lowered = text.lowercased()
+        let schemeLength = lowered.hasPrefix("https://") ? 8 : lowered.hasPrefix("http://") ? 7 : 0
+        guard schemeLength > 0 else {
+            var hint = "expected http://HOST[:PORT] or https://HOST[:PORT]"
+            if !text.contains("://") { hint = "did you mean 'https://\(text)'?" }
+            throw failure(entry.value, "invalid endpoint '\(text)'\(scope.suffix) (\(hint))")
+        }
+        let rest = text.dropFirst(schemeLength)
+        guard !rest.contains("@") else {
+            throw failure(
+                entry.value,
+                "credentials in 'endpoint'\(scope.suffix) are not supported; "
+                    + "use 'access-key-id' and 'secret-access-key'")
+        }
+        guard let first = rest.first, first != "/", !rest.contains(where: \.isWhitespace) else {
+            throw failure(entry.value, "invalid endpoint '\(text)'\(scope.suffix) (no host)")
+        }
+        var normalized = text
+        while normalized.hasSuffix("/") { normalized.removeLast() }
+        return normalized
+    }
+
+    // MARK: Mappings
+
+    /// The keys of a mapping, checked: plain scalars, known (else a "did you mean"), not repeated.
+    /// `refusals` turns a key that is known elsewhere but not allowed here into its own message.
+    private func entries(
+        of node: Node, scope: Scope, known: [String], refusals: [String: String] = [:]
+    ) throws -> [String: Entry] {
+        guard case .mapping(let mapping) = node else {
+            throw failure(node, "expected a mapping\(scope.suffix)")
+        }
+        var result: [String: Entry] = [:]
+        for (keyNode, value) in mapping {
+            guard case .scalar(let keyScalar) = keyNode else {
+                throw failure(keyNode, "keys must be plain names\(scope.suffix)")
+            }
+            let key = keyScalar.string
+            if let refusal = refusals[key] { throw failure(keyNode, refusal) }
+            guard known.contains(key) else {
+                var message = "unknown key '\(key)'\(scope.suffix)"
+                if let hint = Self.hints[key] {
+                    message += " (\(hint))"
+                } else if let suggestion = ConfigValues.suggestion(for: key, among: known) {
+                    message += " (did you mean '\(suggestion)'?)"
+                } else {
+                    message += " (known keys: \(known.joined(separator: ", ")))"
+                }
+                throw failure(keyNode, message)
+            }
+            let entry = Entry(key: key, keyNode: keyNode, value: value)
+            if let first = result[key] {
+                throw failure(keyNode, "duplicate key '\(key)'\(scope.suffix) (first set at line \(first.line))")
+            }
+            result[key] = entry
+        }
+        return result
+    }
+
+    private func isNull(_ node: Node) -> Bool {
+        guard case .scalar(let scalar) = node, scalar.style == .plain else { return false }
+        return ["", "~", "null", "Null", "NULL"].contains(scalar.string)
+    }
+
+    // MARK: Errors
+
+    private func failure(_ node: Node?, _ message: String) -> ReplicationError {
+        if let line = node?.mark?.line {
+            return ReplicationError(.invalidConfig, "\(sourceName):\(line): \(message)")
+        }
+        return ReplicationError(.invalidConfig, "\(sourceName): \(message)")
+    }
+
+    /// libyaml's messages are fixed phrases and positions; the document text is never quoted.
+    private func syntaxError(_ error: YamlError) -> ReplicationError {
+        switch error {
+        case .scanner(let context, let problem, let mark, _),
+            .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            var text = problem
+            if let context {
+                // libyaml says "<problem> while parsing a <thing>"; Yams' own contexts read first.
+                if context.text.hasPrefix("while") {
+                    text += " " + context.text
+                    if context.mark.line != mark.line { text += " that starts at line \(context.mark.line)" }
+                } else {
+                    text = context.text + ", " + problem
+                }
+            }
+            return ReplicationError(.invalidConfig, "\(sourceName):\(mark.line):\(mark.column): invalid YAML: \(text)")
+        case .reader(let problem, _, _, _):
+            return ReplicationError(.invalidConfig, "\(sourceName): invalid YAML: \(problem)")
+        default:
+            return ReplicationError(.invalidConfig, "\(sourceName): invalid YAML")
+        }
+    }
+}
