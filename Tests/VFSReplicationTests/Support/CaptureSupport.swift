@@ -115,24 +115,15 @@ final class ReplicatedFixture {
 
     var status: DatabaseStatus { replicator.status()[0] }
 
-    /// Rebuilds the replica into a new file and returns its path.
-    /// INTERIM: uses litestream until the library restore lands.
-    func rebuild(txid: UInt64? = nil, timestamp: Date? = nil, as name: String = "restored.db") throws -> (path: String, result: Rebuilt) {
+    /// Rebuilds the replica into a new file (verified) and returns its path.
+    func rebuild(txid: UInt64? = nil, timestamp: Date? = nil, as name: String = "restored.db") throws -> (path: String, result: RestoreResult) {
         let out = dir + "/" + name
-        var args = ["restore", "-o", out]
-        if let txid { args += ["-txid", String(format: "%016llx", txid)] }
-        if let timestamp {
-            let fmt = ISO8601DateFormatter()
-            fmt.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            args += ["-timestamp", fmt.string(from: timestamp)]
-        }
-        args.append("file://\(replicaDir)")
-        let r = try TestSupport.run(TestSupport.litestreamPath!, args, environment: TestSupport.childEnvironment())
-        guard r.status == 0 else { throw TestFailure("litestream restore failed: \(r)") }
-        return (out, Rebuilt(txid: txid ?? status.durableTXID))
+        let target: RestoreTarget = txid.map { .txid($0) } ?? timestamp.map { .timestamp($0) } ?? .latest
+        let result = try ReplicaRestorer.restore(
+            from: FileReplicaClient(directory: replicaDir), to: out,
+            options: RestoreOptions(target: target, force: true, verify: true))
+        return (out, result)
     }
-
-    struct Rebuilt { var txid: UInt64 }
 
     /// Checkpoints the source (TRUNCATE) through the VFS and compares files byte for byte, page
     /// by page, and by `.dump`.
