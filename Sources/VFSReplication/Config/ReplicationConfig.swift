@@ -138,7 +138,9 @@ public struct DatabaseConfig: Sendable, Equatable {
 /// // replica.kind == .s3(bucket: "my-bucket", prefix: "app/production")
 /// ```
 ///
-/// Its `description` (and `debugDescription`, `dump`) never shows the credentials.
+/// For a `.file` replica parsed from a config file the S3 settings are nil (shared S3 settings in
+/// `defaults` do not apply to it). Its `description` (and `debugDescription`, `dump`) never shows
+/// the credentials.
 public struct ReplicaConfig: Sendable, Equatable {
     public enum Kind: Sendable, Equatable, Hashable {
         /// A local directory, absolute and standardized (Litestream's `file` replica layout).
