@@ -66,6 +66,7 @@ public enum ReplicaRestorer {
         try RestorePlanner.plan(files: try listFiles(client), target: target, location: client.location)
     }
 
+    @discardableResult
     public static func restore(
         from client: any ReplicaClient, to outputPath: String, options: RestoreOptions = RestoreOptions(),
         logger: Logger = Logger(label: "vfsreplication.restore")
@@ -82,6 +83,7 @@ public enum ReplicaRestorer {
     }
 
     /// Applies a plan made by `RestorePlanner`.
+    @discardableResult
     public static func apply(
         _ plan: RestorePlan, from client: any ReplicaClient, to outputPath: String, options: RestoreOptions,
         logger: Logger = Logger(label: "vfsreplication.restore")
