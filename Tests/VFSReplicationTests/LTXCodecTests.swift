@@ -102,7 +102,8 @@ struct LTXCodecTests {
     func snapshotRoundTrip(encoding: LTXPageEncoding) throws {
         try TestSupport.withTemporaryDirectory { dir in
             let path = dir + "/snap.ltx"
-            let header = LTXHeader(pageSize: 4096, commit: 20, minTXID: 1, maxTXID: 3, timestamp: Int64(1_700_000_000_000))
+            let header = LTXHeader(
+                pageSize: 4096, commit: 20, minTXID: 1, maxTXID: 3, timestamp: Int64(1_700_000_000_000))
             let enc = try LTXEncoder(path: path, header: header, pageEncoding: encoding)
             for pgno in UInt32(1)...20 { try enc.writePage(pgno, Self.page(pgno, 4096)) }
             let written = try enc.finish()
@@ -205,7 +206,8 @@ struct LTXCodecTests {
                 flags: [], pageSize: UInt32(pageSize), commit: commit, minTXID: 1, maxTXID: 1, timestamp: Int64(0))
             let enc = try LTXEncoder(path: path, header: header, pageEncoding: .lz4Block)
             let zero = [UInt8](repeating: 0, count: pageSize)
-            let first = Self.page(1, pageSize), last = Self.page(commit, pageSize)
+            let first = Self.page(1, pageSize)
+            let last = Self.page(commit, pageSize)
             var sum = LTXDatabaseChecksum()
             var pgno: UInt32 = 1
             while pgno <= commit {
@@ -285,7 +287,9 @@ struct LTXCodecTests {
             let original = try TestSupport.readFile(path)
             for length in 0..<original.count {
                 try TestSupport.writeFile(path, Array(original[0..<length]))
-                let error = #expect(throws: ReplicationError.self, "length \(length)") { try LTXDecoder.verify(path: path) }
+                let error = #expect(throws: ReplicationError.self, "length \(length)") {
+                    try LTXDecoder.verify(path: path)
+                }
                 #expect(error?.code == .corruptReplicaFile)
                 #expect(error?.message.contains(path) == true)
             }
@@ -312,7 +316,8 @@ struct LTXCodecTests {
             let (header, trailer) = try LTXEncoder.writeSnapshot(
                 databasePath: db, to: ltx, maxTXID: 1, timestamp: Date(), flags: [])
             #expect(header.pageSize == 1024)
-            #expect(Int64(header.commit) * 1024 == (try FileManager.default.attributesOfItem(atPath: db)[.size] as! Int64))
+            #expect(
+                Int64(header.commit) * 1024 == (try FileManager.default.attributesOfItem(atPath: db)[.size] as! Int64))
             #expect(trailer.postApplyChecksum == (try LTXDatabaseChecksum.ofDatabase(path: db)))
             let (_, _, pages) = try Self.decodeAll(ltx)
             #expect(pages.count == Int(header.commit))

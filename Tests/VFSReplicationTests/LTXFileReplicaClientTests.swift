@@ -22,12 +22,17 @@ struct LTXFileReplicaClientTests {
             #expect(try replica.listFiles(level: 0) == [])
             let t1 = Date(timeIntervalSince1970: 1_700_000_001.5)
             let t2 = Date(timeIntervalSince1970: 1_700_000_002.25)
-            try replica.publish(level: 0, minTXID: 2, maxTXID: 2, localPath: try Self.ltx(dir, min: 2, max: 2, time: t2), timestamp: t2)
-            try replica.publish(level: 0, minTXID: 1, maxTXID: 1, localPath: try Self.ltx(dir, min: 1, max: 1, time: t1), timestamp: t1)
-            try replica.publish(level: 9, minTXID: 1, maxTXID: 2, localPath: try Self.ltx(dir, min: 1, max: 2, time: t2), timestamp: t2)
+            try replica.publish(
+                level: 0, minTXID: 2, maxTXID: 2, localPath: try Self.ltx(dir, min: 2, max: 2, time: t2), timestamp: t2)
+            try replica.publish(
+                level: 0, minTXID: 1, maxTXID: 1, localPath: try Self.ltx(dir, min: 1, max: 1, time: t1), timestamp: t1)
+            try replica.publish(
+                level: 9, minTXID: 1, maxTXID: 2, localPath: try Self.ltx(dir, min: 1, max: 2, time: t2), timestamp: t2)
 
-            #expect(FileManager.default.fileExists(atPath: dir + "/replica/ltx/0/0000000000000001-0000000000000001.ltx"))
-            #expect(FileManager.default.fileExists(atPath: dir + "/replica/ltx/9/0000000000000001-0000000000000002.ltx"))
+            #expect(
+                FileManager.default.fileExists(atPath: dir + "/replica/ltx/0/0000000000000001-0000000000000001.ltx"))
+            #expect(
+                FileManager.default.fileExists(atPath: dir + "/replica/ltx/9/0000000000000001-0000000000000002.ltx"))
             #expect(try replica.listLevels() == [0, 9])
             let files = try replica.listFiles(level: 0)
             #expect(files.map(\.minTXID) == [1, 2])
@@ -69,7 +74,10 @@ struct LTXFileReplicaClientTests {
             #expect(error?.message.contains("L0/0000000000000001-0000000000000001.ltx") == true)
             #expect(try TestSupport.readFile(replica.path(level: 0, minTXID: 1, maxTXID: 1)) == original)
             // No temporary file is left behind.
-            #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/replica/ltx/0") == ["0000000000000001-0000000000000001.ltx"])
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: dir + "/replica/ltx/0") == [
+                    "0000000000000001-0000000000000001.ltx"
+                ])
         }
     }
 
@@ -77,7 +85,8 @@ struct LTXFileReplicaClientTests {
         try TestSupport.withTemporaryDirectory { dir in
             let replica = FileReplicaClient(directory: dir)
             let t = Date(timeIntervalSince1970: 1_700_000_000)
-            try replica.publish(level: 3, minTXID: 5, maxTXID: 9, localPath: try Self.ltx(dir, min: 5, max: 9, time: t), timestamp: t)
+            try replica.publish(
+                level: 3, minTXID: 5, maxTXID: 9, localPath: try Self.ltx(dir, min: 5, max: 9, time: t), timestamp: t)
             let level = dir + "/ltx/3"
             for name in [
                 "0000000000000001-0000000000000004.ltx.tmp", ".0000000000000001-0000000000000004.ltx.1.2.tmp",

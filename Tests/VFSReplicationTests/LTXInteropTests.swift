@@ -42,7 +42,8 @@ struct LTXInteropTests {
             try builder.capture(db)
             let out = dir + "/restored.db"
             let r = try TestSupport.run(
-                TestSupport.litestreamPath!, ["restore", "-txid", "0000000000000002", "-o", out, builder.replica.location],
+                TestSupport.litestreamPath!,
+                ["restore", "-txid", "0000000000000002", "-o", out, builder.replica.location],
                 environment: TestSupport.childEnvironment())
             try #require(r.status == 0, "litestream restore failed: \(r)")
             #expect(try TestSupport.dump(out) == expected)
@@ -55,7 +56,8 @@ struct LTXInteropTests {
     /// from the last input — so such files do NOT restore, and we must set NoChecksum.
     @Test func litestreamRejectsFilesWithRealChecksums() throws {
         try TestSupport.withTemporaryDirectory { dir in
-            var builder = TestSupport.ReplicaBuilder(replicaDirectory: dir + "/replica", work: dir, flags: [], encoding: .lz4Frame)
+            var builder = TestSupport.ReplicaBuilder(
+                replicaDirectory: dir + "/replica", work: dir, flags: [], encoding: .lz4Frame)
             try TestSupport.makeHistory(dir, &builder)
             // Our own decoder accepts them.
             for level in try builder.replica.listLevels() {

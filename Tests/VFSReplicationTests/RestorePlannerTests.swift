@@ -39,7 +39,10 @@ struct RestorePlannerTests {
 
     @Test func prefersTheFileThatReachesFurthest() throws {
         let files = [Self.f(9, 1, 3), Self.f(1, 4, 8), Self.f(2, 4, 12)] + Self.level0(4...14)
-        #expect(Self.ranges(try RestorePlanner.plan(files: files, target: .latest)) == ["L9:1-3", "L2:4-12", "L0:13-13", "L0:14-14"])
+        #expect(
+            Self.ranges(try RestorePlanner.plan(files: files, target: .latest)) == [
+                "L9:1-3", "L2:4-12", "L0:13-13", "L0:14-14",
+            ])
         // Without passing the target.
         #expect(Self.ranges(try RestorePlanner.plan(files: files, target: .txid(9))) == ["L9:1-3", "L1:4-8", "L0:9-9"])
     }

@@ -24,13 +24,16 @@ struct RestoreTests {
             #expect(result.txid == 5)
             #expect(result.files.count == 5)
             #expect(result.pageSize == 4096)
-            #expect(Int64(result.pageCount) * 4096 == (try FileManager.default.attributesOfItem(atPath: out)[.size] as! Int64))
+            #expect(
+                Int64(result.pageCount) * 4096
+                    == (try FileManager.default.attributesOfItem(atPath: out)[.size] as! Int64))
             #expect(result.timestamp == builder.timestamp)
             #expect(result.integrityChecked)
             #expect(!result.checksumVerified)
             #expect(try TestSupport.dump(out) == dumps[5])
             // Nothing left behind but the output.
-            #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains("out.db") } == ["out.db"])
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains("out.db") } == ["out.db"])
         }
     }
 
@@ -69,7 +72,9 @@ struct RestoreTests {
             let (builder, dumps) = try Self.history(dir)
             let out = dir + "/out.db"
             try TestSupport.writeFile(out, Array("precious".utf8))
-            let error = #expect(throws: ReplicationError.self) { try ReplicaRestorer.restore(from: builder.replica, to: out) }
+            let error = #expect(throws: ReplicationError.self) {
+                try ReplicaRestorer.restore(from: builder.replica, to: out)
+            }
             #expect(error?.code == .invalidArgument)
             #expect(try TestSupport.readFile(out) == Array("precious".utf8))
 
@@ -95,7 +100,9 @@ struct RestoreTests {
             bytes[bytes.count - 20] ^= 0xFF  // inside the page index
             try TestSupport.writeFile(path, bytes)
             let out = dir + "/out.db"
-            let error = #expect(throws: ReplicationError.self) { try ReplicaRestorer.restore(from: builder.replica, to: out) }
+            let error = #expect(throws: ReplicationError.self) {
+                try ReplicaRestorer.restore(from: builder.replica, to: out)
+            }
             #expect(error?.code == .corruptReplicaFile)
             #expect(error?.message.contains(path) == true)
             #expect(!FileManager.default.fileExists(atPath: out))
@@ -113,7 +120,9 @@ struct RestoreTests {
             let victim = try #require(try builder.replica.listFiles(level: 0).first { $0.minTXID == 3 })
             try builder.replica.delete([victim])
             let out = dir + "/out.db"
-            let error = #expect(throws: ReplicationError.self) { try ReplicaRestorer.restore(from: builder.replica, to: out) }
+            let error = #expect(throws: ReplicationError.self) {
+                try ReplicaRestorer.restore(from: builder.replica, to: out)
+            }
             #expect(error?.code == .gap)
             #expect(error?.message.contains("TXID 0000000000000003 missing") == true)
             #expect(!FileManager.default.fileExists(atPath: out))
@@ -123,7 +132,9 @@ struct RestoreTests {
     @Test func emptyOrMissingReplica() throws {
         try TestSupport.withTemporaryDirectory { dir in
             let replica = FileReplicaClient(directory: dir + "/nothing-here")
-            let error = #expect(throws: ReplicationError.self) { try ReplicaRestorer.restore(from: replica, to: dir + "/o.db") }
+            let error = #expect(throws: ReplicationError.self) {
+                try ReplicaRestorer.restore(from: replica, to: dir + "/o.db")
+            }
             #expect(error?.code == .missingReplica)
             #expect(error?.message.contains(dir + "/nothing-here") == true)
         }

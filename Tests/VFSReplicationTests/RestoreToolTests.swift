@@ -30,9 +30,11 @@ struct RestoreToolTests {
             #expect(lines.count == 5)
             #expect(
                 lines.first
-                    == "0000000000000001-0000000000000001  2025-06-15T15:06:50.000Z  level 0  \(dir)/replica/ltx/0/0000000000000001-0000000000000001.ltx"
+                    == "0000000000000001-0000000000000001  2025-06-15T15:06:50.000Z  level 0  "
+                    + "\(dir)/replica/ltx/0/0000000000000001-0000000000000001.ltx"
             )
-            #expect(lines.last?.hasPrefix("0000000000000005-0000000000000005  2025-06-15T15:07:30.000Z  level 0  ") == true)
+            #expect(
+                lines.last?.hasPrefix("0000000000000005-0000000000000005  2025-06-15T15:07:30.000Z  level 0  ") == true)
         }
     }
 
@@ -54,7 +56,9 @@ struct RestoreToolTests {
             }
 
             // TXID t is stamped 1_750_000_000 + 10 t = 2025-06-15T15:06:40Z + 10 t.
-            r = try Self.rebuild(["--replica", url, "--output", dir + "/time.db", "--timestamp", "2025-06-15T15:07:15Z"])
+            r = try Self.rebuild([
+                "--replica", url, "--output", dir + "/time.db", "--timestamp", "2025-06-15T15:07:15Z",
+            ])
             #expect(r.status == 0, "\(r)")
             #expect(r.stdout.contains("TXID 0000000000000003"), "\(r)")
             #expect(try TestSupport.dump(dir + "/time.db") == dumps[3])

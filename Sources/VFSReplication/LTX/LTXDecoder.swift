@@ -102,7 +102,8 @@ public final class LTXDecoder {
     public func nextPage(into page: UnsafeMutableRawBufferPointer) throws -> UInt32? {
         guard !finished else { return nil }
         guard page.count == Int(header.pageSize) else {
-            throw ReplicationError(.invalidArgument, "\(path): page buffer of \(page.count) bytes, need \(header.pageSize)")
+            throw ReplicationError(
+                .invalidArgument, "\(path): page buffer of \(page.count) bytes, need \(header.pageSize)")
         }
         do {
             return try decodeNext(into: page)
@@ -192,10 +193,12 @@ public final class LTXDecoder {
         }
         let indexLength = try consume(8, hashed: true).ltxUInt64(at: 0)
         guard indexLength == UInt64(position - 8 - indexStart) else {
-            throw LTXFormatError("page index length field says \(indexLength), index is \(position - 8 - indexStart) bytes")
+            throw LTXFormatError(
+                "page index length field says \(indexLength), index is \(position - 8 - indexStart) bytes")
         }
         guard listed == framesSeen else {
-            throw LTXFormatError("page index does not match the page frames (\(listed.count) entries, \(framesSeen.count) frames)")
+            throw LTXFormatError(
+                "page index does not match the page frames (\(listed.count) entries, \(framesSeen.count) frames)")
         }
         let post = try consume(8, hashed: true).ltxUInt64(at: 0)
         let expected = LTX.checksumFlag | crc.value
@@ -246,7 +249,8 @@ public final class LTXDecoder {
         let n = try window.withUnsafeMutableBytes { buf in
             let toRead = Int(min(Int64(buf.count - have), fileSize - readOffset))
             return try LTXIO.pread(
-                fd, UnsafeMutableRawBufferPointer(rebasing: buf[have..<(have + toRead)]), offset: readOffset, path: path)
+                fd, UnsafeMutableRawBufferPointer(rebasing: buf[have..<(have + toRead)]), offset: readOffset, path: path
+            )
         }
         windowCount += n
         if windowCount < count { throw LTXFormatError("truncated at offset \(readOffset + Int64(n)) (file shrank?)") }
@@ -268,7 +272,9 @@ public final class LTXDecoder {
     {
         try fill(count)
         let start = Int(position - windowStart)
-        let result = try window.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[start..<(start + count)])) }
+        let result = try window.withUnsafeBytes {
+            try body(UnsafeRawBufferPointer(rebasing: $0[start..<(start + count)]))
+        }
         position += Int64(count)
         return result
     }

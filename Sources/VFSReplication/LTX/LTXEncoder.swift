@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -59,7 +60,8 @@ public final class LTXEncoder {
     public convenience init(
         fileDescriptor: Int32, path: String, header: LTXHeader, pageEncoding: LTXPageEncoding = .lz4Frame
     ) throws {
-        try self.init(fileDescriptor: fileDescriptor, path: path, header: header, pageEncoding: pageEncoding, owns: false)
+        try self.init(
+            fileDescriptor: fileDescriptor, path: path, header: header, pageEncoding: pageEncoding, owns: false)
     }
 
     private init(fileDescriptor: Int32, path: String, header: LTXHeader, pageEncoding: LTXPageEncoding, owns: Bool)
@@ -77,7 +79,8 @@ public final class LTXEncoder {
         self.pageEncoding = pageEncoding
         let pageSize = Int(header.pageSize)
         let bound =
-            pageEncoding == .lz4Frame ? LZ4Pages.frameBound(pageSize: pageSize) : LZ4Pages.blockBound(pageSize: pageSize)
+            pageEncoding == .lz4Frame
+            ? LZ4Pages.frameBound(pageSize: pageSize) : LZ4Pages.blockBound(pageSize: pageSize)
         self.scratch = [UInt8](repeating: 0, count: bound)
         buffer.reserveCapacity(LTXEncoder.flushThreshold + bound + 16)
         let bytes = header.encoded()
@@ -165,7 +168,9 @@ public final class LTXEncoder {
         }
         let post: UInt64
         if header.noChecksum {
-            guard (postApplyChecksum ?? 0) == 0 else { throw misuse("post-apply checksum given but header says NoChecksum") }
+            guard (postApplyChecksum ?? 0) == 0 else {
+                throw misuse("post-apply checksum given but header says NoChecksum")
+            }
             post = 0
         } else if let given = postApplyChecksum {
             guard given & LTX.checksumFlag != 0 else { throw misuse("malformed post-apply checksum") }

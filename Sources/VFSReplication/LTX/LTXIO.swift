@@ -31,8 +31,7 @@ enum LTXIO {
     }
 
     /// Reads up to `buffer.count` bytes at `offset`; fewer only at end of file.
-    static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int64, path: String) throws -> Int
-    {
+    static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int64, path: String) throws -> Int {
         var done = 0
         while done < buffer.count {
             let n = try retrying("read", path) {

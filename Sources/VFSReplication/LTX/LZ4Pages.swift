@@ -37,8 +37,7 @@ enum LZ4Pages {
     }
 
     /// Compresses `page` as a raw LZ4 block into `dst`; returns the block size.
-    static func compressBlock(_ page: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) throws -> Int
-    {
+    static func compressBlock(_ page: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) throws -> Int {
         let n = LZ4_compress_default(
             page.baseAddress!.assumingMemoryBound(to: CChar.self), dst.baseAddress!.assumingMemoryBound(to: CChar.self),
             Int32(page.count), Int32(dst.count))

@@ -90,7 +90,8 @@ public struct FileReplicaClient: ReplicaClient {
                 timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1_000_000_000)
             let created = (try? LTXDecoder.readHeader(path: path))?.date ?? mtime
             files.append(
-                LTXFileInfo(level: level, minTXID: minTXID, maxTXID: maxTXID, size: Int64(st.st_size), createdAt: created))
+                LTXFileInfo(
+                    level: level, minTXID: minTXID, maxTXID: maxTXID, size: Int64(st.st_size), createdAt: created))
         }
         return files.sorted { ($0.minTXID, $0.maxTXID) < ($1.minTXID, $1.maxTXID) }
     }

@@ -91,7 +91,9 @@ public enum ReplicaRestorer {
         guard !plan.files.isEmpty else { throw ReplicationError(.invalidArgument, "empty restore plan") }
         try prepareOutput(outputPath, force: options.force)
         let directory = LTXIO.directory(of: outputPath)
-        let temp = directory + "/.\(LTXIO.lastComponent(of: outputPath)).rebuild-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tmp"
+        let temp =
+            directory
+            + "/.\(LTXIO.lastComponent(of: outputPath)).rebuild-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tmp"
         let fd = try LTXIO.open(temp, O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
         var closed = false
         defer {
@@ -109,32 +111,42 @@ public enum ReplicaRestorer {
             guard header.minTXID == file.minTXID, header.maxTXID == file.maxTXID else {
                 throw LTXDecoder.corrupt(
                     local.path,
-                    "header says TXIDs \(hex16(header.minTXID))-\(hex16(header.maxTXID)) but the file is named \(file.name)")
+                    "header says TXIDs \(hex16(header.minTXID))-\(hex16(header.maxTXID)) "
+                        + "but the file is named \(file.name)"
+                )
             }
             if let previous = last {
                 guard header.pageSize == previous.header.pageSize else {
                     throw LTXDecoder.corrupt(
-                        local.path, "page size \(header.pageSize) differs from \(previous.file) (\(previous.header.pageSize))")
+                        local.path,
+                        "page size \(header.pageSize) differs from \(previous.file) (\(previous.header.pageSize))")
                 }
                 guard header.minTXID <= previous.header.maxTXID + 1 else {
                     throw ReplicationError(.gap, "\(file) does not continue \(previous.file)")
                 }
             } else {
                 guard header.isSnapshot else {
-                    throw ReplicationError(.gap, "restore must start with a snapshot, \(file) starts at TXID \(hex16(header.minTXID))")
+                    throw ReplicationError(
+                        .gap, "restore must start with a snapshot, \(file) starts at TXID \(hex16(header.minTXID))")
                 }
                 writer = PageWriter(fd: fd, path: temp, pageSize: Int(header.pageSize))
             }
             if case .timestamp(let date) = options.target, header.date > date {
                 throw ReplicationError(
-                    .gap, "\(file): its header time \(RestorePlanner.format(header.date)) is after the target \(RestorePlanner.format(date))")
+                    .gap,
+                    "\(file): its header time \(RestorePlanner.format(header.date)) "
+                        + "is after the target \(RestorePlanner.format(date))"
+                )
             }
             try writer!.apply(decoder)
             try LTXIO.ftruncate(fd, size: Int64(header.commit) * Int64(header.pageSize), path: temp)
             last = (header, decoder.trailer!, file)
             logger.debug(
                 "applied",
-                metadata: ["restore.file": "\(file)", "restore.pages": "\(decoder.pageCount)", "restore.commit": "\(header.commit)"])
+                metadata: [
+                    "restore.file": "\(file)", "restore.pages": "\(decoder.pageCount)",
+                    "restore.commit": "\(header.commit)",
+                ])
         }
         let final = last!
         try LTXIO.fsync(fd, path: temp)
@@ -148,7 +160,8 @@ public enum ReplicaRestorer {
                 guard sum == final.trailer.postApplyChecksum else {
                     throw ReplicationError(
                         .verificationFailed,
-                        "rebuilt database checksum \(hex16(sum)) differs from \(final.file)'s post-apply checksum \(hex16(final.trailer.postApplyChecksum))"
+                        "rebuilt database checksum \(hex16(sum)) differs from \(final.file)'s "
+                            + "post-apply checksum \(hex16(final.trailer.postApplyChecksum))"
                     )
                 }
                 checksumVerified = true
@@ -156,7 +169,9 @@ public enum ReplicaRestorer {
             if let problems = try IntegrityCheck.run(path: temp) {
                 throw ReplicationError(
                     .verificationFailed,
-                    "rebuilt database (TXID \(hex16(plan.txid))) fails PRAGMA integrity_check: \(problems.prefix(5).joined(separator: "; "))")
+                    "rebuilt database (TXID \(hex16(plan.txid))) fails PRAGMA integrity_check: "
+                        + problems.prefix(5).joined(separator: "; ")
+                )
             }
             integrityChecked = true
         }
@@ -167,7 +182,8 @@ public enum ReplicaRestorer {
             try removeSidecars(outputPath)
             try LTXIO.rename(temp, outputPath)
         } else if try !LTXIO.renameNoReplace(temp, outputPath) {
-            throw ReplicationError(.invalidArgument, "output \(outputPath) appeared during the restore; not overwritten")
+            throw ReplicationError(
+                .invalidArgument, "output \(outputPath) appeared during the restore; not overwritten")
         }
         try LTXIO.fsyncDirectory(directory)
         logger.info(

@@ -61,7 +61,8 @@ public enum RestorePlanner {
             throw ReplicationError(.invalidArgument, "TXID 0 is not a restore point (TXIDs start at 1)")
         }
         if case .timestamp = target, let undated = files.first(where: { $0.createdAt == nil }) {
-            throw ReplicationError(.invalidArgument, "\(location): \(undated) has no timestamp; cannot restore to a time")
+            throw ReplicationError(
+                .invalidArgument, "\(location): \(undated) has no timestamp; cannot restore to a time")
         }
 
         func eligible(_ f: LTXFileInfo) -> Bool {
@@ -105,18 +106,25 @@ public enum RestorePlanner {
     ) throws {
         // Files beyond the chain's end that the target would want: a gap (or a missing start).
         let wanted = files.filter { $0.maxTXID > reached && eligible($0) }
-        let beyond = files.filter { $0.maxTXID > reached }.sorted { ($0.minTXID, $0.maxTXID) < ($1.minTXID, $1.maxTXID) }
+        let beyond = files.filter { $0.maxTXID > reached }.sorted {
+            ($0.minTXID, $0.maxTXID) < ($1.minTXID, $1.maxTXID)
+        }
 
         func gapError(after last: LTXFileInfo?, next: LTXFileInfo) -> ReplicationError {
-            let missing = "TXID \(hex16(reached + 1))" + (next.minTXID - 1 > reached + 1 ? "-\(hex16(next.minTXID - 1))" : "")
+            let missing =
+                "TXID \(hex16(reached + 1))" + (next.minTXID - 1 > reached + 1 ? "-\(hex16(next.minTXID - 1))" : "")
             if let last {
                 return ReplicationError(
                     .gap,
-                    "\(location): gap in the replica: \(missing) missing between \(last) and \(next); cannot restore \(target)")
+                    "\(location): gap in the replica: \(missing) missing between \(last) and \(next); "
+                        + "cannot restore \(target)"
+                )
             }
             return ReplicationError(
                 .gap,
-                "\(location): no snapshot to start from: \(missing) missing before \(next) (the earliest usable file); cannot restore \(target)")
+                "\(location): no snapshot to start from: \(missing) missing before \(next) "
+                    + "(the earliest usable file); cannot restore \(target)"
+            )
         }
 
         switch target {
@@ -128,7 +136,10 @@ public enum RestorePlanner {
                 if case .timestamp(let date) = target {
                     let earliest = files.compactMap(\.createdAt).min().map(format) ?? "unknown"
                     throw ReplicationError(
-                        .gap, "\(location): no restore point at or before \(format(date)); the earliest file is from \(earliest)")
+                        .gap,
+                        "\(location): no restore point at or before \(format(date)); "
+                            + "the earliest file is from \(earliest)"
+                    )
                 }
                 throw ReplicationError(.missingReplica, "no usable LTX files in \(location)")
             }
@@ -138,7 +149,9 @@ public enum RestorePlanner {
             if let covering = beyond.first {
                 throw ReplicationError(
                     .gap,
-                    "\(location): no restore point at TXID \(hex16(txid)): it lies inside \(covering) (TXIDs \(hex16(covering.minTXID))-\(hex16(covering.maxTXID)) compacted), and no file ends there"
+                    "\(location): no restore point at TXID \(hex16(txid)): it lies inside \(covering) "
+                        + "(TXIDs \(hex16(covering.minTXID))-\(hex16(covering.maxTXID)) compacted), "
+                        + "and no file ends there"
                 )
             }
             let end = files.map(\.maxTXID).max() ?? 0

@@ -24,7 +24,8 @@ enum TestSupport {
     }()
 
     static let sqlite3Path: String? = {
-        for dir in ["/usr/bin", "/usr/local/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: dir + "/sqlite3") {
+        for dir in ["/usr/bin", "/usr/local/bin", "/bin"]
+        where FileManager.default.isExecutableFile(atPath: dir + "/sqlite3") {
             return dir + "/sqlite3"
         }
         return nil
@@ -48,12 +49,6 @@ enum TestSupport {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         return try body(dir)
-    }
-
-    static func withTemporaryDirectory<T>(_ body: (String) async throws -> T) async throws -> T {
-        let dir = try makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        return try await body(dir)
     }
 
     static func makeTemporaryDirectory() throws -> String {
@@ -85,7 +80,8 @@ enum TestSupport {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // Files, not pipes: a chatty child can never block on a full pipe.
-        let outPath = dir + "/stdout", errPath = dir + "/stderr"
+        let outPath = dir + "/stdout"
+        let errPath = dir + "/stderr"
         _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
@@ -111,7 +107,8 @@ enum TestSupport {
         let process = Process()
         let logPath: String
 
-        init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, logPath: String) throws {
+        init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, logPath: String) throws
+        {
             self.logPath = logPath
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
