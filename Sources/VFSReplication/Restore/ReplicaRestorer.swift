@@ -62,8 +62,17 @@ public enum ReplicaRestorer {
     }
 
     /// Lists the replica and plans a restore to `target`.
+    /// For a time target, files listed without a time get it from their LTX header.
     public static func plan(_ client: any ReplicaClient, target: RestoreTarget) throws -> RestorePlan {
-        try RestorePlanner.plan(files: try listFiles(client), target: target, location: client.location)
+        var files = try listFiles(client)
+        if case .timestamp = target {
+            for i in files.indices where files[i].createdAt == nil {
+                let local = try client.fetch(files[i])
+                defer { local.release() }
+                files[i].createdAt = try LTXDecoder.readHeader(path: local.path).date
+            }
+        }
+        return try RestorePlanner.plan(files: files, target: target, location: client.location)
     }
 
     @discardableResult
