@@ -5,7 +5,7 @@ let package = Package(
     name: "VFSReplication",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "VFSReplication", targets: ["VFSReplication"]),
+        .library(name: "VFSReplication", targets: ["VFSReplication", "CVFSSQLiteLink"]),
         .executable(name: "vfs-rebuild", targets: ["vfs-rebuild"]),
         .executable(name: "vfs-bench", targets: ["vfs-bench"]),
     ],
@@ -18,34 +18,38 @@ let package = Package(
         // System libraries (Debian packages; scripts/setup installs them).
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "COpenSSLCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // The capture shim: wraps the unix VFS, spools committed WAL transactions.
         .target(
             name: "CVFSShim",
-            dependencies: ["CSQLite"],
             cSettings: [.define("_GNU_SOURCE")],
             linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("pthread")]
         ),
+        // Points the shim's SQLite API table at the libsqlite3 a program links (everything but
+        // the loadable extension, which uses its host's SQLite).
+        .target(name: "CVFSSQLiteLink", dependencies: ["CSQLite"]),
         .target(
             name: "VFSReplication",
             dependencies: [
-                "CVFSShim", "CSQLite", "CLZ4",
+                "CVFSShim", "CLZ4", "CCurl", "COpenSSLCrypto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(
             name: "vfs-rebuild",
-            dependencies: ["VFSReplication", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VFSReplication", "CVFSSQLiteLink", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Tools/vfs-rebuild"
         ),
         .executableTarget(
             name: "vfs-bench",
-            dependencies: ["VFSReplication", "CSQLite", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VFSReplication", "CVFSSQLiteLink", "CSQLite", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Tools/vfs-bench"
         ),
         .testTarget(
             name: "VFSReplicationTests",
-            dependencies: ["VFSReplication", "CVFSShim", "CSQLite"]
+            dependencies: ["VFSReplication", "CVFSShim", "CVFSSQLiteLink", "CSQLite"]
         ),
     ]
 )

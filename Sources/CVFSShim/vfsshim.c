@@ -15,6 +15,7 @@
  */
 #include "vfsshim.h"
 #include "internal.h"
+#include "sqlite_api.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1107,8 +1108,8 @@ int vr_vfs_register(void) {
         pthread_mutex_unlock(&once);
         return SQLITE_OK;
     }
-    int rc = sqlite3_initialize();
-    sqlite3_vfs *parent = sqlite3_vfs_find("unix");
+    int rc = vr_ensure_api() == 0 ? SQLITE_OK : SQLITE_MISUSE;
+    sqlite3_vfs *parent = rc == SQLITE_OK ? sqlite3_vfs_find("unix") : NULL;
     if (rc != SQLITE_OK || !parent) {
         pthread_mutex_unlock(&once);
         return rc != SQLITE_OK ? rc : SQLITE_ERROR;

@@ -17,7 +17,11 @@
 
 #include <stdint.h>
 #include <stddef.h>
-#include <sqlite3.h>
+
+/* SQLite's handle types, declared without sqlite3.h: Swift code must reach SQLite only through
+ * the vr_sql_* wrappers below (the loadable extension links no libsqlite3). */
+typedef struct sqlite3 sqlite3;
+typedef struct sqlite3_stmt sqlite3_stmt;
 
 #ifdef __cplusplus
 extern "C" {
@@ -150,6 +154,32 @@ void vr_get_stats(vr_stats *_Nonnull out);
 int vr_io_write_and_sync(int fd, const void *_Nonnull buf, size_t len, int64_t off, int *_Nullable usedUring);
 /* 1 if io_uring is usable in this process, 0 if refused (the fallback is then used). */
 int vr_io_uring_available(void);
+
+/* --- SQLite through the API table ----------------------------------------------------------- */
+enum {
+    VR_SQL_OK = 0,
+    VR_SQL_BUSY = 5,
+    VR_SQL_EMPTY = 16,
+    VR_SQL_ROW = 100,
+    VR_SQL_DONE = 101,
+    VR_OPEN_READONLY = 0x1,
+    VR_OPEN_READWRITE = 0x2,
+    VR_OPEN_CREATE = 0x4,
+    VR_OPEN_URI = 0x40,
+};
+/* Sets the API table (the loadable extension's entry point). */
+void vr_set_api(const void *_Nonnull api);
+int vr_sql_open(const char *_Nonnull path, int flags, const char *_Nullable vfs, sqlite3 *_Nullable *_Nonnull out);
+int vr_sql_close(sqlite3 *_Nullable db);
+int vr_sql_exec(sqlite3 *_Nonnull db, const char *_Nonnull sql);
+const char *_Nonnull vr_sql_errmsg(sqlite3 *_Nullable db);
+int vr_sql_busy_timeout(sqlite3 *_Nonnull db, int ms);
+int vr_sql_prepare(sqlite3 *_Nonnull db, const char *_Nonnull sql, sqlite3_stmt *_Nullable *_Nonnull out);
+int vr_sql_step(sqlite3_stmt *_Nonnull stmt);
+const char *_Nullable vr_sql_column_text(sqlite3_stmt *_Nonnull stmt, int i);
+int64_t vr_sql_column_int64(sqlite3_stmt *_Nonnull stmt, int i);
+int vr_sql_finalize(sqlite3_stmt *_Nullable stmt);
+const char *_Nonnull vr_sql_libversion(void);
 
 #ifdef __cplusplus
 }

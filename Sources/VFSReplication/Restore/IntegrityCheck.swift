@@ -1,4 +1,4 @@
-internal import CSQLite
+internal import CVFSShim
 
 /// Runs `PRAGMA integrity_check` on a database file that nothing else has open.
 ///
@@ -8,28 +8,27 @@ internal import CSQLite
 enum IntegrityCheck {
     /// Returns nil when SQLite answers "ok", else the problems it lists (at most `limit`).
     static func run(path: String, limit: Int = 20) throws -> [String]? {
-        var db: OpaquePointer?
         let uri = "file:" + escape(path) + "?immutable=1"
-        let rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nil)
-        defer { sqlite3_close_v2(db) }
-        guard rc == SQLITE_OK, let db else {
-            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
-            throw ReplicationError(.sqlite, "open \(path) for integrity check: \(message)")
+        let db: SQLiteConnection
+        do {
+            db = try SQLiteConnection(path: uri, flags: [.readOnly, .uri])
+        } catch let error as ReplicationError {
+            throw ReplicationError(.sqlite, "open \(path) for integrity check: \(error.message)")
         }
         var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(db, "PRAGMA integrity_check(\(limit))", -1, &stmt, nil) == SQLITE_OK else {
-            throw ReplicationError(.sqlite, "integrity check of \(path): \(String(cString: sqlite3_errmsg(db)))")
+        guard vr_sql_prepare(db.handle, "PRAGMA integrity_check(\(limit))", &stmt) == Int32(VR_SQL_OK), let stmt else {
+            throw ReplicationError(.sqlite, "integrity check of \(path): \(db.errorMessage)")
         }
-        defer { sqlite3_finalize(stmt) }
+        defer { vr_sql_finalize(stmt) }
         var lines: [String] = []
         while true {
-            let step = sqlite3_step(stmt)
-            if step == SQLITE_DONE { break }
-            guard step == SQLITE_ROW else {
+            let step = vr_sql_step(stmt)
+            if step == Int32(VR_SQL_DONE) { break }
+            guard step == Int32(VR_SQL_ROW) else {
                 // A file too damaged to read at all is a failed check, not an API error.
-                return ["SQLite error: \(String(cString: sqlite3_errmsg(db)))"]
+                return ["SQLite error: \(db.errorMessage)"]
             }
-            if let text = sqlite3_column_text(stmt, 0) { lines.append(String(cString: text)) }
+            if let text = vr_sql_column_text(stmt, 0) { lines.append(String(cString: text)) }
         }
         return lines == ["ok"] ? nil : lines
     }
