@@ -8,18 +8,20 @@ let package = Package(
         .library(name: "VFSReplication", targets: ["VFSReplication", "CVFSSQLiteLink"]),
         .executable(name: "vfs-rebuild", targets: ["vfs-rebuild"]),
         .executable(name: "vfs-bench", targets: ["vfs-bench"]),
+        .executable(name: "vfs-replicate", targets: ["vfs-replicate"]),
+        // The uploader as a swift-service-lifecycle Service (kept out of the core library).
+        .library(name: "VFSReplicationService", targets: ["VFSReplicationService"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // System libraries (Debian packages; scripts/setup installs them).
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
-        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
-        .systemLibrary(name: "COpenSSLCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // The capture shim: wraps the unix VFS, spools committed WAL transactions.
         .target(
             name: "CVFSShim",
@@ -32,7 +34,7 @@ let package = Package(
         .target(
             name: "VFSReplication",
             dependencies: [
-                "CVFSShim", "CLZ4", "CCurl", "COpenSSLCrypto",
+                "CVFSShim", "CLZ4",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]
@@ -41,6 +43,24 @@ let package = Package(
             name: "vfs-rebuild",
             dependencies: ["VFSReplication", "CVFSSQLiteLink", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Tools/vfs-rebuild"
+        ),
+        .target(
+            name: "VFSReplicationService",
+            dependencies: [
+                "VFSReplication",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "vfs-replicate",
+            dependencies: [
+                "VFSReplication", "VFSReplicationService", "CVFSSQLiteLink",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Tools/vfs-replicate"
         ),
         .executableTarget(
             name: "vfs-bench",

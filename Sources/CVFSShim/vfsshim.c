@@ -341,6 +341,30 @@ void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
     stateEnd(s);
 }
 
+int vr_db_adopt(vr_db *db, uint64_t txid, uint64_t ino, uint64_t size, int64_t mtimeNs) {
+    VRState *s = db->pState;
+    while (flock(db->stateFd, LOCK_EX) != 0 && errno == EINTR) {}
+    int adopted = 0;
+    if (s->lastTxid == 0 && s->appendOff == 0 && s->appendSeg == 1) {
+        stateBegin(s);
+        s->lastTxid = txid;
+        s->shippedTxid = txid;
+        s->walValid = 1;
+        s->walFrame = 0;
+        s->walSalt1 = 0;
+        s->walSalt2 = 0;
+        s->cleanValid = 1;
+        s->cleanIno = ino;
+        s->cleanSize = size;
+        s->cleanMtimeNs = mtimeNs;
+        stateEnd(s);
+        fsync(db->stateFd);
+        adopted = 1;
+    }
+    flock(db->stateFd, LOCK_UN);
+    return adopted;
+}
+
 void vr_db_segment_path(vr_db *db, uint64_t seg, char *buf, size_t len) {
     snprintf(buf, len, "%s/spool/%016llx.seg", db->zDir, (unsigned long long)seg);
 }

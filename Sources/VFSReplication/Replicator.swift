@@ -25,6 +25,14 @@ public final class Replicator: @unchecked Sendable {
         for db in config.databases {
             let spool = try ReplicatedVFS.registerDatabase(path: db.path)
             let client = try makeReplicaClient(db.replica)
+            if let marker = RestoreMarker.load(forDatabase: spool.databasePath) {
+                if marker.replica == client.location, spool.adopt(marker) {
+                    logger.info(
+                        "continuing the lineage of a restore",
+                        metadata: ["db.path": "\(db.path)", "txid": "\(marker.txid)"])
+                }
+                RestoreMarker.remove(forDatabase: spool.databasePath)
+            }
             uploaders.append(DatabaseUploader(config: db, spool: spool, replica: client, logger: logger))
         }
         self.uploaders = uploaders

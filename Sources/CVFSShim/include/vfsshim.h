@@ -107,6 +107,11 @@ void vr_db_read_state(vr_db *_Nonnull db, vr_state_view *_Nonnull out);
  * (seg, off) is consumed. Only the elected uploader calls this. */
 void vr_db_set_shipped(vr_db *_Nonnull db, uint64_t txid, uint64_t seg, uint64_t off);
 
+/* Continues a lineage from a restore: if nothing was ever captured for this database, the
+ * TXID sequence and the shipped position start at `txid`, and the database file must still be
+ * the restored one (inode, size, mtime) when it is first written. Returns 1 if adopted. */
+int vr_db_adopt(vr_db *_Nonnull db, uint64_t txid, uint64_t ino, uint64_t size, int64_t mtimeNs);
+
 /* fsyncs the spool up to its current end if anything is unsynced. Returns 0 or an errno. */
 int vr_db_sync_spool(vr_db *_Nonnull db);
 

@@ -22,6 +22,7 @@ struct Write: ParsableCommand {
     @Option(help: "Payload bytes per row.") var payloadBytes: Int = 100
     @Option(help: "PRAGMA synchronous: normal or full.") var synchronous: String = "normal"
     @Flag(help: "Open with the default VFS, no replication (baseline).") var plain = false
+    @Flag(help: "Capture only: do not run an uploader in this process (a sidecar ships).") var noUpload = false
     @Flag(help: "After committing, print 'committed' and wait to be killed, without flushing (crash tests).")
     var hold = false
 
@@ -43,8 +44,10 @@ struct Write: ParsableCommand {
             }
             path = db.path
             let r = try Replicator(config: cfg)
-            r.start()
-            replicator = r
+            if !noUpload {
+                r.start()
+                replicator = r
+            }
         }
         var db: OpaquePointer?
         let rc = sqlite3_open_v2(

@@ -71,6 +71,9 @@ struct SpoolHandle: @unchecked Sendable {
     }
 
     func tryElect() -> Bool { vr_db_try_elect(raw) == 1 }
+
+    /// Continues the lineage of a restore recorded by `RestoreMarker` (see `vr_db_adopt`).
+    func adopt(_ m: RestoreMarker) -> Bool { vr_db_adopt(raw, m.txid, m.inode, m.size, m.mtimeNs) == 1 }
     func resign() { vr_db_resign(raw) }
     func syncSpool() -> Int32 { vr_db_sync_spool(raw) }
 }

@@ -300,13 +300,20 @@ final class DatabaseUploader: @unchecked Sendable {
             }
         }
         readPos = SpoolPosition(segment: st.shippedSeg, offset: st.shippedOff)
-        if st.shippedTxid > 0 && replicaMax == st.shippedTxid {
+        if replicaMax > 0 && replicaMax == st.shippedTxid {
             batch.reset(nextExpected: st.shippedTxid + 1)
             needSnapshot = false
+        } else if replicaMax > st.shippedTxid {
+            // Files this database never shipped: another app instance (a deploy overlap, a
+            // copied config) owns this replica. Never write on top of it.
+            throw ReplicationError(
+                .fenced,
+                "database \(config.path): replica \(replica.location) holds a lineage up to TXID \(replicaMax) that this database did not write (it shipped up to \(st.shippedTxid)); another writer owns it. Stop the other writer, or rebuild this database from the replica with vfs-rebuild (which lets it continue the lineage), or point the replica at a new location"
+            )
         } else {
             if replicaMax > 0 {
-                logger.notice(
-                    "replica does not continue this database's shipped history; starting a new lineage with a snapshot",
+                logger.warning(
+                    "replica lost files this database shipped; starting a new lineage with a snapshot",
                     metadata: ["replica.max_txid": "\(replicaMax)", "shipped_txid": "\(st.shippedTxid)"])
             }
             needSnapshot = true

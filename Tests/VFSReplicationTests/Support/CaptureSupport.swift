@@ -82,10 +82,10 @@ final class ReplicatedFixture {
     let config: ReplicationConfig
     let replicator: Replicator
 
-    init(maxDelay: String = "20ms", name: String = "app.db") throws {
+    init(maxDelay: String = "20ms", name: String = "app.db", replicaDirectory: String? = nil) throws {
         dir = try TestSupport.makeTemporaryDirectory()
         dbPath = dir + "/" + name
-        replicaDir = dir + "/replica"
+        replicaDir = replicaDirectory ?? dir + "/replica"
         configPath = dir + "/replication.yml"
         let yaml = """
             databases:
