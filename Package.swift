@@ -1,5 +1,9 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
+
+/// The package root, for linker flags that take a path.
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
 
 let package = Package(
     name: "VFSReplication",
@@ -11,6 +15,9 @@ let package = Package(
         .executable(name: "vfs-replicate", targets: ["vfs-replicate"]),
         // The uploader as a swift-service-lifecycle Service (kept out of the core library).
         .library(name: "VFSReplicationService", targets: ["VFSReplicationService"]),
+        // The loadable SQLite extension (libvfsreplication.so). Build it with
+        //   swift build -c release --product vfsreplication -Xswiftc -static-stdlib
+        .library(name: "vfsreplication", type: .dynamic, targets: ["VFSReplicationExtension"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -43,6 +50,18 @@ let package = Package(
             name: "vfs-rebuild",
             dependencies: ["VFSReplication", "CVFSSQLiteLink", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Tools/vfs-rebuild"
+        ),
+        // Entry point of the loadable extension; exports nothing else.
+        .target(
+            name: "CVFSExtension",
+            dependencies: ["CVFSShim"],
+            linkerSettings: [
+                .unsafeFlags(["-Xlinker", "--version-script=\(packageRoot)/Sources/CVFSExtension/exports.map"])
+            ]
+        ),
+        .target(
+            name: "VFSReplicationExtension",
+            dependencies: ["VFSReplication", "CVFSExtension", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "VFSReplicationService",

@@ -31,8 +31,10 @@ final class SnapshotReader {
         do {
             let mode = (try writer.scalar("PRAGMA journal_mode") ?? "").lowercased()
             guard mode == "wal" else {
-                throw ReplicationError(
-                    .sqlite, "database \(databasePath) is in journal_mode=\(mode); the replicated VFS needs WAL")
+                // Not switched to WAL yet (the app is still setting it up). Writes in any other
+                // mode are refused by the VFS, so there is nothing to replicate until it is.
+                close()
+                return nil
             }
             try writer.exec("BEGIN IMMEDIATE")
             defer { try? writer.exec("ROLLBACK") }

@@ -1,0 +1,55 @@
+/* entry.c - entry point of libvfsreplication.so, the loadable SQLite extension.
+ *
+ * Loading it (sqlite3 CLI `.load`, Python's enable_load_extension, Ruby's sqlite3 gem,
+ * Rails' `extensions:`) points the shim at the host's SQLite API table, registers the
+ * `replicated` VFS and starts the in-process uploader configured by the file named in
+ * VFS_REPLICATION_CONFIG. Without that variable, `SELECT vfs_replication_config('path')`
+ * configures it. It returns SQLITE_OK_LOAD_PERMANENTLY: a library holding a Swift runtime and
+ * running threads must never be unloaded. Only this symbol is exported (exports.map). */
+#include <sqlite3ext.h>
+#include <stdlib.h>
+#include <string.h>
+SQLITE_EXTENSION_INIT3
+
+#include "vfsextension.h"
+
+/* From the shim and from the Swift side of the extension. */
+extern void vr_set_api(const void *api);
+extern int vr_vfs_register(void);
+extern int vr_extension_start(const char *configPath, char *err, int errLen);
+
+static void configFunction(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    const char *path = (const char *)sqlite3_value_text(argv[0]);
+    if (!path) {
+        sqlite3_result_error(ctx, "vfs_replication_config(path): path is NULL", -1);
+        return;
+    }
+    char err[1024] = {0};
+    if (vr_extension_start(path, err, (int)sizeof err) != 0) {
+        sqlite3_result_error(ctx, err, -1);
+        return;
+    }
+    sqlite3_result_text(ctx, path, -1, SQLITE_TRANSIENT);
+}
+
+__attribute__((visibility("default"))) int sqlite3_vfsreplication_init(sqlite3 *db, char **pzErrMsg,
+                                                                       const sqlite3_api_routines *pApi) {
+    vr_set_api(pApi);
+    int rc = vr_vfs_register();
+    if (rc != SQLITE_OK) {
+        if (pzErrMsg) *pzErrMsg = sqlite3_mprintf("vfsreplication: cannot register the replicated VFS (%d)", rc);
+        return rc;
+    }
+    const char *config = getenv("VFS_REPLICATION_CONFIG");
+    if (config && *config) {
+        char err[1024] = {0};
+        if (vr_extension_start(config, err, (int)sizeof err) != 0) {
+            if (pzErrMsg) *pzErrMsg = sqlite3_mprintf("vfsreplication: %s", err);
+            return SQLITE_ERROR;
+        }
+    }
+    rc = sqlite3_create_function_v2(db, "vfs_replication_config", 1, SQLITE_UTF8, 0, configFunction, 0, 0, 0);
+    if (rc != SQLITE_OK) return rc;
+    return SQLITE_OK_LOAD_PERMANENTLY;
+}

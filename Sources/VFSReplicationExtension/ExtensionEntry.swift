@@ -1,0 +1,67 @@
+import Foundation
+import Logging
+import VFSReplication
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The Swift side of libvfsreplication.so: one Replicator per process, started from a config
+/// file the first time the extension is loaded with one, flushed when the process exits.
+final class ExtensionState: @unchecked Sendable {
+    static let shared = ExtensionState()
+    private let lock = NSLock()
+    private var replicator: Replicator?
+    private var configPath: String?
+
+    func start(configPath: String) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        let absolute = URL(fileURLWithPath: configPath).standardizedFileURL.path
+        if let current = self.configPath {
+            guard current == absolute else {
+                throw ReplicationError(
+                    .invalidArgument, "already replicating with \(current); one config per process (asked for \(absolute))")
+            }
+            return
+        }
+        var logger = Logger(label: "vfs-replication")
+        logger.logLevel = ProcessInfo.processInfo.environment["VFS_REPLICATION_DEBUG"] != nil ? .debug : .notice
+        let config = try ReplicationConfig.load(path: absolute)
+        let replicator = try Replicator(config: config, logger: logger)
+        replicator.start()
+        self.replicator = replicator
+        self.configPath = absolute
+        atexit {
+            ExtensionState.shared.flushAtExit()
+        }
+    }
+
+    func flushAtExit() {
+        lock.lock()
+        let r = replicator
+        lock.unlock()
+        guard let r else { return }
+        let seconds = Double(ProcessInfo.processInfo.environment["VFS_REPLICATION_EXIT_FLUSH_SECONDS"] ?? "") ?? 30
+        do {
+            try r.flush(timeout: .milliseconds(Int64(seconds * 1000)))
+        } catch {
+            let message = (error as? ReplicationError)?.message ?? "\(error)"
+            FileHandle.standardError.write(Data("vfsreplication: flush at exit failed: \(message)\n".utf8))
+        }
+        r.shutdown(timeout: .seconds(5))
+    }
+}
+
+/// Called by the C entry point. Returns 0, or non-zero with a message in `err`.
+@_cdecl("vr_extension_start")
+func vr_extension_start(_ configPath: UnsafePointer<CChar>, _ err: UnsafeMutablePointer<CChar>, _ errLen: Int32) -> Int32 {
+    do {
+        try ExtensionState.shared.start(configPath: String(cString: configPath))
+        return 0
+    } catch {
+        let message = (error as? ReplicationError)?.message ?? "\(error)"
+        _ = message.withCString { strncpy(err, $0, Int(errLen) - 1) }
+        return 1
+    }
+}
