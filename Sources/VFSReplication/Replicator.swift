@@ -17,7 +17,11 @@ public final class Replicator: @unchecked Sendable {
     private let uploaders: [DatabaseUploader]
     private let logger: Logger
 
-    public init(config: ReplicationConfig, logger: Logger = Logger(label: "vfs-replication")) throws {
+    /// - Parameter observers: receive every uploader's events (status file, metrics, dashboards).
+    public init(
+        config: ReplicationConfig, logger: Logger = Logger(label: "vfs-replication"),
+        observers: [any UploaderObserver] = []
+    ) throws {
         self.config = config
         self.logger = logger
         try ReplicatedVFS.register()
@@ -33,7 +37,8 @@ public final class Replicator: @unchecked Sendable {
                 }
                 RestoreMarker.remove(forDatabase: spool.databasePath)
             }
-            uploaders.append(DatabaseUploader(config: db, spool: spool, replica: client, logger: logger))
+            uploaders.append(
+                DatabaseUploader(config: db, spool: spool, replica: client, logger: logger, observers: observers))
         }
         self.uploaders = uploaders
     }

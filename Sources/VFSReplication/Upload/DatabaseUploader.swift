@@ -34,6 +34,8 @@ final class DatabaseUploader: @unchecked Sendable {
     let spool: SpoolHandle
     let replica: any ReplicaClient
     private let logger: Logger
+    private let observers: [any UploaderObserver]
+    private var lastPendingReport: (Int64?, Int) = (nil, 0)
     private let policy: ShipPolicy
     private let pollInterval: Duration
 
@@ -59,10 +61,17 @@ final class DatabaseUploader: @unchecked Sendable {
     private var snapshotMinTXID: UInt64 = 1
     private var startedUp = false
 
-    init(config: DatabaseConfig, spool: SpoolHandle, replica: any ReplicaClient, logger: Logger) {
+    init(
+        config: DatabaseConfig, spool: SpoolHandle, replica: any ReplicaClient, logger: Logger,
+        observers: [any UploaderObserver] = []
+    ) {
         self.config = config
         self.spool = spool
-        self.replica = replica
+        let path = config.path
+        self.replica = ObservedReplicaClient(replica) { kind, count in
+            for o in observers { o.uploader(database: path, didReport: .request(kind, count: count)) }
+        }
+        self.observers = observers
         var logger = logger
         logger[metadataKey: "db.path"] = .string(config.path)
         self.logger = logger
@@ -186,6 +195,7 @@ final class DatabaseUploader: @unchecked Sendable {
                 lastError = error.message
                 cond.broadcast()
                 cond.unlock()
+                emit(.fenced(error.message))
                 continue
             } catch {
                 let message = (error as? ReplicationError)?.message ?? "\(error)"
@@ -229,13 +239,28 @@ final class DatabaseUploader: @unchecked Sendable {
         cond.lock()
         isUploader = value
         cond.unlock()
+        emit(.elected(value))
     }
 
     private func recordError(_ message: String?) {
         cond.lock()
+        let changed = lastError != message
         lastError = message
         cond.broadcast()
         cond.unlock()
+        if changed { emit(.error(message)) }
+    }
+
+    private func emit(_ event: UploaderEvent) {
+        for o in observers { o.uploader(database: config.path, didReport: event) }
+    }
+
+    /// Reports the pending batch when it changes (the status page's lag comes from it).
+    private func reportPending() {
+        let now = (batch.oldestCommitMs, batch.transactions)
+        guard now != lastPendingReport else { return }
+        lastPendingReport = now
+        emit(.pending(oldestCommitMs: batch.oldestCommitMs, transactions: batch.transactions, pageBytes: batch.pageBytes))
     }
 
     private func sleepOrWake(_ d: Duration) {
@@ -274,11 +299,13 @@ final class DatabaseUploader: @unchecked Sendable {
         }
         if needSnapshot {
             try shipSnapshot()
+            reportPending()
             return
         }
         if policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing) == .ship {
             try shipBatch()
         }
+        reportPending()
     }
 
     private func wrap(_ body: () throws -> Void) throws {
@@ -364,6 +391,7 @@ final class DatabaseUploader: @unchecked Sendable {
         needSnapshot = false
         batch.reset(nextExpected: snap.txid + 1)
         noteUpload(bytes: size, snapshot: true)
+        emit(.shipped(level: 9, minTXID: 1, maxTXID: snap.txid, bytes: size, pages: Int(snap.commit), transactions: 0))
         trimSpool()
     }
 
@@ -388,6 +416,10 @@ final class DatabaseUploader: @unchecked Sendable {
             "batch shipped",
             metadata: ["txid.min": "\(batch.minTXID)", "txid.max": "\(batch.maxTXID)", "bytes": "\(encoder.size)"])
         spool.setShipped(txid: batch.maxTXID, position: readPos)
+        emit(
+            .shipped(
+                level: 0, minTXID: batch.minTXID, maxTXID: batch.maxTXID, bytes: encoder.size,
+                pages: encoder.pageCount, transactions: batch.transactions))
         let next = batch.maxTXID + 1
         batch.reset(nextExpected: next)
         noteUpload(bytes: encoder.size, snapshot: false)
