@@ -332,6 +332,32 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
     }
 }
 
+int vr_state_read_file(const char *stateDir, vr_state_view *o) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/state", stateDir);
+    int fd = vr_sys_open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < VR_STATE_SIZE) {
+        close(fd);
+        return EINVAL;
+    }
+    void *p = mmap(NULL, VR_STATE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return errno;
+    VRState *s = p;
+    if (s->magic != VR_STATE_MAGIC || s->version != VR_STATE_VERSION) {
+        munmap(p, VR_STATE_SIZE);
+        return EINVAL;
+    }
+    vr_db fake;
+    memset(&fake, 0, sizeof fake);
+    fake.pState = s;
+    vr_db_read_state(&fake, o);
+    munmap(p, VR_STATE_SIZE);
+    return 0;
+}
+
 void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
     VRState *s = db->pState;
     stateBegin(s);

@@ -103,6 +103,11 @@ const char *_Nonnull vr_db_state_dir(vr_db *_Nonnull db);
 /* Reads the shared state consistently. */
 void vr_db_read_state(vr_db *_Nonnull db, vr_state_view *_Nonnull out);
 
+/* Reads the state of the database whose state directory (`<db>-vfsrepl`) is given, from any
+ * process, without registering it or creating anything. Returns 0 or an errno (ENOENT: never
+ * replicated; EINVAL: not a state file). */
+int vr_state_read_file(const char *_Nonnull stateDir, vr_state_view *_Nonnull out);
+
 /* Records the uploader's progress: `txid` is durable in the replica and the spool up to
  * (seg, off) is consumed. Only the elected uploader calls this. */
 void vr_db_set_shipped(vr_db *_Nonnull db, uint64_t txid, uint64_t seg, uint64_t off);
