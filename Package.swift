@@ -29,6 +29,8 @@ let package = Package(
         // System libraries (Debian packages; scripts/setup installs them).
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "COpenSSLCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // The capture shim: wraps the unix VFS, spools committed WAL transactions.
         .target(
             name: "CVFSShim",
@@ -41,7 +43,7 @@ let package = Package(
         .target(
             name: "VFSReplication",
             dependencies: [
-                "CVFSShim", "CLZ4",
+                "CVFSShim", "CLZ4", "CCurl", "COpenSSLCrypto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]
