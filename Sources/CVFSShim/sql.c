@@ -43,3 +43,5 @@ int64_t vr_sql_column_int64(sqlite3_stmt *stmt, int i) { return sqlite3_column_i
 int vr_sql_finalize(sqlite3_stmt *stmt) { return sqlite3_finalize(stmt); }
 
 const char *vr_sql_libversion(void) { return vr_ensure_api() ? "unknown" : sqlite3_libversion(); }
+
+int vr_sql_file_control(sqlite3 *db, int op, void *arg) { return sqlite3_file_control(db, "main", op, arg); }

@@ -86,7 +86,16 @@ struct vr_db {
     int segFd;
     uint64_t segNo;
     unsigned char *aBuf;
+    /* The WAL bytes this process wrote while holding the write lock (frames of the current
+     * transaction, spill rewrites included), so the commit is usually captured without reading
+     * the WAL back. Reset whenever the write lock is taken or released. */
+    unsigned char *aStage;
+    int64_t stageStart, stageEnd;
+    unsigned char walHdr[32]; /* the WAL header as this process last wrote it */
+    int walHdrValid;
 };
+
+#define VR_STAGE_SIZE (VR_COPY_BUFFER + 65536 + 64)
 
 static pthread_mutex_t gMutex = PTHREAD_MUTEX_INITIALIZER;
 static vr_db *gDbs = NULL;
@@ -255,7 +264,9 @@ int vr_db_register(const char *zPath, char *err, size_t errLen) {
     size_t n = strlen(canon) + 16;
     db->zDir = malloc(n);
     db->aBuf = malloc(VR_COPY_BUFFER + 65536 + 64);
-    if (!db->zDir || !db->aBuf) {
+    db->aStage = malloc(VR_STAGE_SIZE);
+    if (!db->zDir || !db->aBuf || !db->aStage) {
+        free(db->aStage);
         pthread_mutex_unlock(&gMutex);
         free(db->zDir);
         free(db->aBuf);
@@ -270,6 +281,7 @@ int vr_db_register(const char *zPath, char *err, size_t errLen) {
     db->lockFd = -1;
     if (openState(db, err, errLen) != 0) {
         pthread_mutex_unlock(&gMutex);
+        free(db->aStage);
         free(db->zDir);
         free(db->aBuf);
         free(db);
@@ -475,31 +487,7 @@ static void statAdd(uint64_t *field, uint64_t n) { __atomic_fetch_add(field, n, 
 /* ------------------------------------------------------------------------------------------ */
 /* The VFS                                                                                    */
 
-typedef struct VRFile VRFile;
-struct VRFile {
-    sqlite3_file base;     /* must be first */
-    vr_db *pDb;            /* replicated database (main db and its WAL); NULL: pass-through */
-    int isWal;
-    VRFile *pMain;         /* WAL: its main database file */
-    VRFile *pWal;          /* main db: its WAL file while open */
-    volatile void *pShm0;  /* main db: wal-index region 0 as mapped by this connection */
-    int lockLevel;         /* main db: current SQLite lock level */
-    int holdsWrite;        /* main db: holds the WAL write lock */
-    int inCkpt;            /* main db: between CKPT_START and CKPT_DONE */
-    sqlite3_file *pReal;   /* parent's file object, right after this struct */
-};
-
-#define ORIGFILE(p) (((VRFile *)(p))->pReal)
-
-static sqlite3_vfs gVfs;
-static sqlite3_vfs *gParent;
-static sqlite3_io_methods gMethods;
-
-static void vrLog(int rc, const char *fmt, const char *a, const char *b) {
-    sqlite3_log(rc, fmt, a, b);
-}
-
-/* Reads the wal-index header (copy 1) as published; returns 0 if both copies agree. */
+/* SQLite's wal-index header (src/wal.c WalIndexHdr), native byte order, in shm region 0. */
 typedef struct WalIdxHdr {
     uint32_t iVersion;
     uint32_t unused;
@@ -514,6 +502,36 @@ typedef struct WalIdxHdr {
     uint32_t aCksum[2];
 } WalIdxHdr;
 _Static_assert(sizeof(WalIdxHdr) == 48, "wal-index header is 48 bytes");
+
+typedef struct VRFile VRFile;
+struct VRFile {
+    sqlite3_file base;     /* must be first */
+    vr_db *pDb;            /* replicated database (main db and its WAL); NULL: pass-through */
+    int isWal;
+    VRFile *pMain;         /* WAL: its main database file */
+    VRFile *pWal;          /* main db: its WAL file while open */
+    volatile void *pShm0;  /* main db: wal-index region 0 as mapped by this connection */
+    int lockLevel;         /* main db: current SQLite lock level */
+    int holdsWrite;        /* main db: holds the WAL write lock */
+    int inCkpt;            /* main db: between CKPT_START and CKPT_DONE */
+    int isSnapReader;      /* main db: an uploader's snapshot connection (VR_FCNTL_SNAPSHOT_READER) */
+    int snapValid;         /* the wal-index header seen when its read lock was last taken */
+    int snapSlot;          /* which read mark (0: main file only) */
+    WalIdxHdr snapHdr;
+    sqlite3_file *pReal;   /* parent's file object, right after this struct */
+};
+
+#define ORIGFILE(p) (((VRFile *)(p))->pReal)
+
+static sqlite3_vfs gVfs;
+static sqlite3_vfs *gParent;
+static sqlite3_io_methods gMethods;
+
+static void vrLog(int rc, const char *fmt, const char *a, const char *b) {
+    sqlite3_log(rc, fmt, a, b);
+}
+
+/* Reads the wal-index header (copy 1) as published; returns 0 if both copies agree. */
 
 static int readIdxHdr(VRFile *f, WalIdxHdr *h, uint32_t *nBackfill) {
     if (!f->pShm0) return -1;
@@ -685,17 +703,29 @@ static int captureFrames(vr_db *db, VRFile *f, const WalIdxHdr *h, uint32_t firs
     vr_rec_header hdrs[MAXIOV / 2];
     struct iovec iov[MAXIOV];
 
+    /* The whole range is staged when this process wrote it during this write lock. */
+    int64_t rangeStart = 32 + (int64_t)(first - 1) * frameSize;
+    int64_t rangeEnd = 32 + (int64_t)h->mxFrame * frameSize;
+    int staged = db->stageEnd > db->stageStart && db->stageStart <= rangeStart && db->stageEnd >= rangeEnd;
+    if (staged) perChunk = h->mxFrame - first + 1;
+
     for (uint32_t fr = first; fr <= h->mxFrame;) {
         uint32_t k = h->mxFrame - fr + 1;
         if (k > perChunk) k = perChunk;
         sqlite3_int64 walOff = 32 + (sqlite3_int64)(fr - 1) * frameSize;
-        rc = wal->pMethods->xRead(wal, db->aBuf, (int)(k * frameSize), walOff);
-        if (rc != SQLITE_OK) return rc == SQLITE_IOERR_SHORT_READ ? SQLITE_CORRUPT : rc;
+        unsigned char *chunk;
+        if (staged) {
+            chunk = db->aStage + (walOff - db->stageStart);
+        } else {
+            rc = wal->pMethods->xRead(wal, db->aBuf, (int)(k * frameSize), walOff);
+            if (rc != SQLITE_OK) return rc == SQLITE_IOERR_SHORT_READ ? SQLITE_CORRUPT : rc;
+            chunk = db->aBuf;
+        }
         int nIov = 0, nHdr = 0;
         uint32_t runStart = 0;
         uint32_t runCk[2] = {ck[0], ck[1]};
         for (uint32_t j = 0; j < k; j++) {
-            unsigned char *fh = db->aBuf + (size_t)j * frameSize;
+            unsigned char *fh = chunk + (size_t)j * frameSize;
             if (memcmp(fh + 8, salts, 8) != 0) return SQLITE_CORRUPT;
             vr_wal_checksum(bigEnd, fh, 8, ck);
             vr_wal_checksum(bigEnd, fh + 24, pageSize, ck);
@@ -720,7 +750,7 @@ static int captureFrames(vr_db *db, VRFile *f, const WalIdxHdr *h, uint32_t firs
                 sealHeader(r);
                 iov[nIov].iov_base = r;
                 iov[nIov++].iov_len = sizeof *r;
-                iov[nIov].iov_base = db->aBuf + (size_t)runStart * frameSize;
+                iov[nIov].iov_base = chunk + (size_t)runStart * frameSize;
                 iov[nIov++].iov_len = (size_t)(j - runStart + 1) * frameSize;
                 runStart = j + 1;
                 runCk[0] = ck[0];
@@ -782,6 +812,8 @@ static int captureFrames(vr_db *db, VRFile *f, const WalIdxHdr *h, uint32_t firs
     }
     statAdd(&gStats.captures, nCommits);
     statAdd(&gStats.framesCaptured, nFrames);
+    /* Everything up to the published mxFrame was captured, and it is what SQLite published. */
+    if (txFrames != 0 || ck[0] != h->aFrameCksum[0] || ck[1] != h->aFrameCksum[1]) return SQLITE_CORRUPT;
     return SQLITE_OK;
 }
 
@@ -848,8 +880,13 @@ static int reconcile(VRFile *f) {
     if (!f->pWal) return resetLineage(db, f, &h, "WAL not open through the replicated VFS");
     sqlite3_file *wal = ORIGFILE(f->pWal);
     unsigned char whdr[32];
-    int rc = wal->pMethods->xRead(wal, whdr, 32, 0);
-    if (rc != SQLITE_OK) return rc;
+    int rc = SQLITE_OK;
+    if (db->walHdrValid && memcmp(db->walHdr + 16, &h.aSalt[0], 8) == 0) {
+        memcpy(whdr, db->walHdr, 32);
+    } else {
+        rc = wal->pMethods->xRead(wal, whdr, 32, 0);
+        if (rc != SQLITE_OK) return rc;
+    }
     uint32_t magic = get4(whdr);
     if ((magic & 0xFFFFFFFEu) != 0x377f0682u || get4(whdr + 4) != 3007000u) {
         return resetLineage(db, f, &h, "unsupported WAL format");
@@ -875,6 +912,35 @@ static int reconcile(VRFile *f) {
         return resetLineage(db, f, &h, "the WAL frames do not continue the captured history");
     }
     return rc;
+}
+
+/* --- staging ------------------------------------------------------------------------------- */
+
+static void stageReset(vr_db *db) { db->stageStart = db->stageEnd = 0; }
+
+/* Keeps a copy of WAL bytes written under the write lock (contiguous range; a write that does
+ * not fit or is not contiguous restarts or drops the staging, and the capture reads the WAL). */
+static void stageWrite(vr_db *db, const void *z, int n, sqlite3_int64 off) {
+    if (off == 0 && n == 32) {
+        memcpy(db->walHdr, z, 32);
+        db->walHdrValid = 1;
+        return;
+    }
+    if (off < 32) return;
+    int64_t end = off + n;
+    if (db->stageEnd > db->stageStart && off >= db->stageStart && off <= db->stageEnd &&
+        end - db->stageStart <= VR_STAGE_SIZE) {
+        memcpy(db->aStage + (off - db->stageStart), z, (size_t)n);
+        if (end > db->stageEnd) db->stageEnd = end;
+    } else if ((size_t)n <= VR_STAGE_SIZE && db->stageEnd == db->stageStart) {
+        memcpy(db->aStage, z, (size_t)n);
+        db->stageStart = off;
+        db->stageEnd = end;
+    } else {
+        /* not contiguous with what is staged: keep the earlier range invalid */
+        db->stageStart = 0;
+        db->stageEnd = -1;
+    }
 }
 
 /* --- io methods ----------------------------------------------------------------------------- */
@@ -904,7 +970,9 @@ static int vrWrite(sqlite3_file *pFile, const void *z, int n, sqlite3_int64 off)
             return SQLITE_IOERR_WRITE;
         }
     }
-    return ORIGFILE(pFile)->pMethods->xWrite(ORIGFILE(pFile), z, n, off);
+    int rc = ORIGFILE(pFile)->pMethods->xWrite(ORIGFILE(pFile), z, n, off);
+    if (rc == SQLITE_OK && p->isWal && p->pMain && p->pMain->holdsWrite) stageWrite(p->pDb, z, n, off);
+    return rc;
 }
 static int vrTruncate(sqlite3_file *pFile, sqlite3_int64 size) {
     VRFile *p = (VRFile *)pFile;
@@ -943,6 +1011,9 @@ static int vrFileControl(sqlite3_file *pFile, int op, void *pArg) {
     VRFile *p = (VRFile *)pFile;
     if (p->pDb && !p->isWal) {
         switch (op) {
+        case VR_FCNTL_SNAPSHOT_READER:
+            p->isSnapReader = 1;
+            return SQLITE_OK;
         case SQLITE_FCNTL_PRAGMA: {
             char **a = pArg;
             if (isPragma(a, "journal_mode") && a[2] && sqlite3_stricmp(a[2], "wal") != 0) {
@@ -991,6 +1062,16 @@ static int vrShmMap(sqlite3_file *pFile, int iPg, int pgsz, int bExtend, void vo
 static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
     VRFile *p = (VRFile *)pFile;
     sqlite3_file *o = ORIGFILE(pFile);
+    if (p->pDb && p->isSnapReader && offset >= 3 && n == 1 && flags == (SQLITE_SHM_LOCK | SQLITE_SHM_SHARED)) {
+        /* A read mark: SQLite re-checks the header right after this lock and retries if it moved,
+         * so the header seen at the last successful read lock is the reader's snapshot. */
+        int rc = o->pMethods->xShmLock(o, offset, n, flags);
+        if (rc == SQLITE_OK) {
+            p->snapValid = readIdxHdr(p, &p->snapHdr, NULL) == 0;
+            p->snapSlot = offset - 3;
+        }
+        return rc;
+    }
     if (!p->pDb || offset != 0) return o->pMethods->xShmLock(o, offset, n, flags);
     if (flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE) && p->holdsWrite) {
         /* The commit point: capture before anyone else can take the write lock. */
@@ -1002,11 +1083,13 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
             if (readIdxHdr(p, &h, NULL) == 0) resetLineage(p->pDb, p, &h, "capture failed");
         }
         p->holdsWrite = 0;
+        stageReset(p->pDb);
         return o->pMethods->xShmLock(o, offset, n, flags);
     }
     int rc = o->pMethods->xShmLock(o, offset, n, flags);
     if (rc == SQLITE_OK && flags == (SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE)) {
         p->holdsWrite = 1;
+        stageReset(p->pDb);
         /* Catch up with a writer that died between publishing its commit and spooling it, and make
          * the spool durable if this writer may restart the WAL (all frames backfilled). */
         WalIdxHdr h;
@@ -1223,77 +1306,60 @@ int vr_vfs_register(void) {
 
 struct vr_snapshot {
     vr_db *db;
-    VRFile *pMain;   /* the reader's main file */
-    uint64_t txid;
+    VRFile *pMain;     /* the reader's main file */
     uint32_t pageSize;
     uint32_t commit;
-    uint32_t mxFrame;
-    int64_t timestampMs;
-    uint64_t seg, off;
-    uint32_t *aFrame; /* pgno -> latest frame index (0 = read from the main file) */
+    uint32_t mxFrame;  /* the reader's WAL position (for matching a TXID) */
+    uint32_t salt1, salt2;
+    int usesWal;       /* 0: the reader sees the main file only (every frame backfilled) */
+    uint32_t *aFrame;  /* pgno -> latest frame index (0 = read from the main file) */
 };
 
-int vr_snapshot_begin(sqlite3 *w, sqlite3 *r, uint64_t minTxid, vr_snapshot **out, char *err, size_t errLen) {
+int vr_snapshot_begin(sqlite3 *r, vr_snapshot **out, char *err, size_t errLen) {
     *out = NULL;
-    sqlite3_file *wf = NULL, *rf = NULL;
-    if (sqlite3_file_control(w, "main", SQLITE_FCNTL_FILE_POINTER, &wf) != SQLITE_OK || !wf ||
-        sqlite3_file_control(r, "main", SQLITE_FCNTL_FILE_POINTER, &rf) != SQLITE_OK || !rf ||
-        wf->pMethods != &gMethods || rf->pMethods != &gMethods) {
-        snprintf(err, errLen, "snapshot connections are not opened through the replicated VFS");
+    sqlite3_file *rf = NULL;
+    if (sqlite3_file_control(r, "main", SQLITE_FCNTL_FILE_POINTER, &rf) != SQLITE_OK || !rf ||
+        rf->pMethods != &gMethods) {
+        snprintf(err, errLen, "the snapshot connection is not opened through the replicated VFS");
         return SQLITE_MISUSE;
     }
-    VRFile *W = (VRFile *)wf, *R = (VRFile *)rf;
-    if (!W->pDb || W->pDb != R->pDb || !W->holdsWrite) {
-        snprintf(err, errLen, "snapshot: the writer connection must hold the write lock on the same database");
+    VRFile *R = (VRFile *)rf;
+    vr_db *db = R->pDb;
+    if (!db || !R->isSnapReader || !R->snapValid) {
+        snprintf(err, errLen, "the snapshot connection has no read transaction on a replicated database");
         return SQLITE_MISUSE;
     }
-    vr_db *db = W->pDb;
-    VRState *s = db->pState;
-    WalIdxHdr h;
-    int haveHdr = readIdxHdr(W, &h, NULL) == 0;
-    if (!haveHdr) memset(&h, 0, sizeof h);
-    uint32_t pageSize = 0;
+    const WalIdxHdr *h = &R->snapHdr;
+    uint32_t pageSize = h->szPage == 1 ? 65536 : h->szPage;
     {
         unsigned char hdr[100];
         sqlite3_file *o = ORIGFILE(R);
-        if (o->pMethods->xRead(o, hdr, 100, 0) == SQLITE_OK) {
+        if (o->pMethods->xRead(o, hdr, 100, 0) == SQLITE_OK && pageSize == 0) {
             pageSize = ((uint32_t)hdr[16] << 8) | hdr[17];
             if (pageSize == 1) pageSize = 65536;
         }
     }
-    if (haveHdr && h.szPage) pageSize = h.szPage == 1 ? 65536 : h.szPage;
     if (pageSize == 0) {
         snprintf(err, errLen, "database %s is empty", db->zPath);
         return SQLITE_EMPTY;
     }
-    uint32_t commit = (haveHdr && h.mxFrame > 0) ? h.nPage : mainFilePages(R, pageSize);
-    uint64_t txid = s->lastTxid + 1;
-    if (txid < minTxid) txid = minTxid;
-    int rc = spoolOpenSegment(db);
-    if (rc == 0) rc = spoolMarker(db, VR_REC_SNAPSHOT, txid, haveHdr ? &h : NULL, pageSize, commit);
-    if (rc != 0) {
-        snprintf(err, errLen, "cannot write the spool of %s: %s", db->zPath, strerror(rc));
-        return SQLITE_IOERR;
-    }
-    if (!haveHdr) {
-        /* no WAL published yet: keep the WAL position unknown-but-continuous */
-        stateBegin(s);
-        s->walValid = 1;
-        s->walFrame = 0;
-        stateEnd(s);
+    int usesWal = R->snapSlot > 0 && h->mxFrame > 0;
+    uint32_t commit = h->mxFrame > 0 ? h->nPage : mainFilePages(R, pageSize);
+    if (commit == 0) {
+        snprintf(err, errLen, "database %s is empty", db->zPath);
+        return SQLITE_EMPTY;
     }
     vr_snapshot *snap = calloc(1, sizeof *snap);
     if (!snap) return SQLITE_NOMEM;
     snap->db = db;
     snap->pMain = R;
-    snap->txid = txid;
     snap->pageSize = pageSize;
     snap->commit = commit;
-    snap->mxFrame = haveHdr ? h.mxFrame : 0;
-    snap->timestampMs = s->lastCommitMs;
-    snap->seg = s->appendSeg;
-    snap->off = s->appendOff;
-    if (snap->mxFrame > 0) {
+    snap->mxFrame = h->mxFrame;
+    snap->salt1 = saltBE(h->aSalt[0]);
+    snap->salt2 = saltBE(h->aSalt[1]);
+    snap->usesWal = usesWal;
+    if (usesWal) {
         if (!R->pWal) {
             free(snap);
             snprintf(err, errLen, "snapshot reader has no WAL open");
@@ -1304,31 +1370,44 @@ int vr_snapshot_begin(sqlite3 *w, sqlite3 *r, uint64_t minTxid, vr_snapshot **ou
             free(snap);
             return SQLITE_NOMEM;
         }
+        /* Frame headers only, read in large chunks: pgno of every frame up to the reader's mark. */
         sqlite3_file *wal = ORIGFILE(R->pWal);
-        unsigned char fh[24];
-        for (uint32_t fr = 1; fr <= snap->mxFrame; fr++) {
-            sqlite3_int64 off = 32 + (sqlite3_int64)(fr - 1) * (24 + pageSize);
-            rc = wal->pMethods->xRead(wal, fh, 24, off);
+        const uint32_t frameSize = 24 + pageSize;
+        uint32_t perChunk = VR_COPY_BUFFER / frameSize;
+        if (perChunk == 0) perChunk = 1;
+        unsigned char *buf = malloc((size_t)perChunk * frameSize);
+        if (!buf) {
+            vr_snapshot_end(snap);
+            return SQLITE_NOMEM;
+        }
+        for (uint32_t fr = 1; fr <= snap->mxFrame;) {
+            uint32_t k = snap->mxFrame - fr + 1;
+            if (k > perChunk) k = perChunk;
+            sqlite3_int64 off = 32 + (sqlite3_int64)(fr - 1) * frameSize;
+            int rc = wal->pMethods->xRead(wal, buf, (int)(k * frameSize), off);
             if (rc != SQLITE_OK) {
-                free(snap->aFrame);
-                free(snap);
+                free(buf);
+                vr_snapshot_end(snap);
                 snprintf(err, errLen, "cannot read the WAL of %s", db->zPath);
                 return rc;
             }
-            uint32_t pg = get4(fh);
-            if (pg >= 1 && pg <= commit) snap->aFrame[pg] = fr;
+            for (uint32_t j = 0; j < k; j++) {
+                uint32_t pg = get4(buf + (size_t)j * frameSize);
+                if (pg >= 1 && pg <= commit) snap->aFrame[pg] = fr + j;
+            }
+            fr += k;
         }
+        free(buf);
     }
     *out = snap;
     return SQLITE_OK;
 }
 
-uint64_t vr_snapshot_txid(vr_snapshot *s) { return s->txid; }
 uint32_t vr_snapshot_page_size(vr_snapshot *s) { return s->pageSize; }
 uint32_t vr_snapshot_commit(vr_snapshot *s) { return s->commit; }
-int64_t vr_snapshot_timestamp_ms(vr_snapshot *s) { return s->timestampMs; }
-uint64_t vr_snapshot_spool_seg(vr_snapshot *s) { return s->seg; }
-uint64_t vr_snapshot_spool_off(vr_snapshot *s) { return s->off; }
+uint32_t vr_snapshot_wal_frame(vr_snapshot *s) { return s->mxFrame; }
+uint32_t vr_snapshot_salt1(vr_snapshot *s) { return s->salt1; }
+uint32_t vr_snapshot_salt2(vr_snapshot *s) { return s->salt2; }
 
 int vr_snapshot_read_page(vr_snapshot *s, uint32_t pgno, void *buf) {
     if (pgno == 0 || pgno > s->commit) return SQLITE_RANGE;

@@ -34,7 +34,7 @@ extern "C" {
 #define VR_REC_FRAMES 1u   /* nFrame raw WAL frames (24-byte header + page) of one transaction */
 #define VR_REC_COMMIT 2u   /* the transaction `txid` is committed; frames precede it */
 #define VR_REC_RESET 3u    /* lineage break: the database changed outside the shim; snapshot needed */
-#define VR_REC_SNAPSHOT 4u /* an uploader took a snapshot at `txid`; everything before is covered */
+#define VR_REC_SNAPSHOT 4u /* reserved (older versions: a snapshot marker) */
 
 #define VR_REC_MAGIC 0x56525331u /* 'VRS1' */
 
@@ -128,19 +128,23 @@ void vr_db_segment_path(vr_db *_Nonnull db, uint64_t seg, char *_Nonnull buf, si
 int vr_db_try_elect(vr_db *_Nonnull db);
 void vr_db_resign(vr_db *_Nonnull db);
 
-/* Snapshot support. `w` must hold the write lock (inside BEGIN IMMEDIATE), `r` must have an
- * open read transaction started while `w` held it, both opened through the replicated VFS on
- * the same database. Records a SNAPSHOT spool record with TXID max(lastTxid + 1, minTxid)
- * and prepares page reads through `r`'s files. After this returns, `w` may roll back. */
+/* Snapshot support, without ever taking the write lock (application writers are never blocked).
+ * The uploader opens a connection through the VFS, marks it with the file control
+ * VR_FCNTL_SNAPSHOT_READER, starts a read transaction (BEGIN; SELECT ...) and calls
+ * vr_snapshot_begin: the shim saw the wal-index header when the read mark was taken, which is
+ * the reader's snapshot. Its WAL position (salts, frame) matches the COMMIT (or RESET) record of
+ * the TXID it represents in the spool. Pages are read through the reader's own files; a
+ * checkpoint cannot overwrite them while the read transaction is open. */
+#define VR_FCNTL_SNAPSHOT_READER 0x56520001
 typedef struct vr_snapshot vr_snapshot;
-int vr_snapshot_begin(sqlite3 *_Nonnull w, sqlite3 *_Nonnull r, uint64_t minTxid,
-                      vr_snapshot *_Nullable *_Nonnull out, char *_Nonnull errBuf, size_t errLen);
-uint64_t vr_snapshot_txid(vr_snapshot *_Nonnull s);
+int vr_snapshot_begin(sqlite3 *_Nonnull reader, vr_snapshot *_Nullable *_Nonnull out, char *_Nonnull errBuf,
+                      size_t errLen);
 uint32_t vr_snapshot_page_size(vr_snapshot *_Nonnull s);
 uint32_t vr_snapshot_commit(vr_snapshot *_Nonnull s);
-int64_t vr_snapshot_timestamp_ms(vr_snapshot *_Nonnull s);
-uint64_t vr_snapshot_spool_seg(vr_snapshot *_Nonnull s);
-uint64_t vr_snapshot_spool_off(vr_snapshot *_Nonnull s);
+/* The reader's WAL position: mxFrame and salts (big-endian values as in the WAL header). */
+uint32_t vr_snapshot_wal_frame(vr_snapshot *_Nonnull s);
+uint32_t vr_snapshot_salt1(vr_snapshot *_Nonnull s);
+uint32_t vr_snapshot_salt2(vr_snapshot *_Nonnull s);
 /* Reads page `pgno` (1-based) as of the snapshot into buf (pageSize bytes). */
 int vr_snapshot_read_page(vr_snapshot *_Nonnull s, uint32_t pgno, void *_Nonnull buf);
 void vr_snapshot_end(vr_snapshot *_Nonnull s);
@@ -190,6 +194,7 @@ const char *_Nullable vr_sql_column_text(sqlite3_stmt *_Nonnull stmt, int i);
 int64_t vr_sql_column_int64(sqlite3_stmt *_Nonnull stmt, int i);
 int vr_sql_finalize(sqlite3_stmt *_Nullable stmt);
 const char *_Nonnull vr_sql_libversion(void);
+int vr_sql_file_control(sqlite3 *_Nonnull db, int op, void *_Nullable arg);
 
 #ifdef __cplusplus
 }

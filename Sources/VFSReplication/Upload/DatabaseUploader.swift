@@ -58,6 +58,8 @@ final class DatabaseUploader: @unchecked Sendable {
     private var readPos = SpoolPosition(segment: 1, offset: 0)
     private var batch = PendingBatch()
     private var needSnapshot = false
+    /// The last COMMIT/RESET record consumed from the spool: the WAL state it left and its TXID.
+    private var lastSeen: (wal: WALPosition, txid: UInt64, timestampMs: Int64)?
     private var snapshotMinTXID: UInt64 = 1
     private var startedUp = false
 
@@ -280,18 +282,21 @@ final class DatabaseUploader: @unchecked Sendable {
             try reader.scan(from: readPos, to: end) { record, next in
                 switch record {
                 case .frames(let txid, let pageSize, let pages):
-                    try wrap { try batch.addFrames(txid: txid, pageSize: pageSize, pages: pages) }
-                case .commit(let txid, let commitPages, let pageSize, let ts):
+                    if !needSnapshot {
+                        try wrap { try batch.addFrames(txid: txid, pageSize: pageSize, pages: pages) }
+                    }
+                case .commit(let txid, let commitPages, let pageSize, let ts, let wal):
+                    lastSeen = (wal, txid, ts)
                     if needSnapshot { break }
                     try wrap { try batch.commit(txid: txid, commitPages: commitPages, pageSize: pageSize, timestampMs: ts) }
-                case .reset(let txid, _):
-                    logger.notice("lineage break in the spool: next shipment is a snapshot", metadata: ["txid": "\(txid)"])
+                case .reset(let txid, let ts, let wal):
+                    lastSeen = (wal, txid, ts)
+                    if txid > 1 || spool.state().shippedTxid > 0 {
+                        logger.notice("lineage break in the spool: next shipment is a snapshot", metadata: ["txid": "\(txid)"])
+                    }
                     needSnapshot = true
-                case .snapshot(let txid, _):
-                    // Our own snapshots are never re-read (readPos moves past them); this one was
-                    // taken by an uploader that died before publishing it.
-                    logger.notice("unpublished snapshot marker in the spool: taking a new snapshot", metadata: ["txid": "\(txid)"])
-                    needSnapshot = true
+                case .snapshot:
+                    break  // reserved
                 }
                 if needSnapshot { batch.reset(nextExpected: nil) }
                 readPos = next
@@ -346,6 +351,8 @@ final class DatabaseUploader: @unchecked Sendable {
             needSnapshot = true
             snapshotMinTXID = max(replicaMax, st.shippedTxid) + 1
             batch.reset(nextExpected: nil)
+            // What was shipped before is the starting point the spool continues from.
+            if st.shippedTxid > 0 { lastSeen = nil }
         }
         startedUp = true
     }
@@ -356,15 +363,72 @@ final class DatabaseUploader: @unchecked Sendable {
         return dir
     }
 
+    /// Finds the TXID whose spooled record left the WAL at `p` (the snapshot reader's position),
+    /// and the spool position after that record. Nil if it is not spooled yet.
+    private func txid(at p: WALPosition) throws -> (txid: UInt64, timestampMs: Int64, next: SpoolPosition)? {
+        typealias Point = (txid: UInt64, timestampMs: Int64, next: SpoolPosition)
+        let st = spool.state()
+        let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
+        if p.frame == 0 {
+            // An empty WAL is the state left by the last record before a transaction that starts
+            // a new WAL generation (or by the last record of all).
+            var candidate: Point? = lastSeen.map { ($0.txid, $0.timestampMs, readPos) }
+            var stop = false
+            if readPos < end {
+                try reader.scan(from: readPos, to: end) { record, next in
+                    guard !stop else { return }
+                    switch record {
+                    case .commit(let txid, _, _, let ts, let wal):
+                        if wal.firstFrame == 1 {
+                            stop = true
+                            return
+                        }
+                        candidate = (txid, ts, next)
+                    case .reset(let txid, let ts, _):
+                        candidate = (txid, ts, next)
+                    default:
+                        break
+                    }
+                }
+            }
+            return candidate
+        }
+        func matches(_ w: WALPosition) -> Bool { w.frame == p.frame && w.salt1 == p.salt1 && w.salt2 == p.salt2 }
+        if let seen = lastSeen, matches(seen.wal) { return (seen.txid, seen.timestampMs, readPos) }
+        var found: Point?
+        if readPos < end {
+            try reader.scan(from: readPos, to: end) { record, next in
+                guard found == nil else { return }
+                switch record {
+                case .commit(let txid, _, _, let ts, let wal) where matches(wal): found = (txid, ts, next)
+                case .reset(let txid, let ts, let wal) where matches(wal): found = (txid, ts, next)
+                default: break
+                }
+            }
+        }
+        return found
+    }
+
     private func shipSnapshot() throws {
-        guard let snap = try SnapshotReader(databasePath: spool.databasePath, minTXID: snapshotMinTXID) else {
+        guard let snap = try SnapshotReader(databasePath: spool.databasePath) else {
             return  // no database content yet; the first commit will bring it
         }
         defer { snap.close() }
+        guard let point = try txid(at: snap.position) else {
+            // The writer that published this state has not spooled it yet; or nothing was ever
+            // captured (an existing database nobody has written through the VFS): the first
+            // write records the lineage start, and the next round snapshots.
+            return
+        }
+        guard point.txid >= snapshotMinTXID else {
+            throw ReplicationError(
+                .corruptSpool,
+                "database \(config.path): snapshot at TXID \(point.txid) would not be newer than the replica's TXID \(snapshotMinTXID - 1)")
+        }
         let header = LTXHeader(
-            pageSize: snap.pageSize, commit: snap.commit, minTXID: 1, maxTXID: snap.txid,
-            timestamp: snap.timestampMs > 0 ? snap.timestampMs : Self.nowMs())
-        let tmp = tempDirectory + "/snapshot-\(snap.txid).ltx"
+            pageSize: snap.pageSize, commit: snap.commit, minTXID: 1, maxTXID: point.txid,
+            timestamp: point.timestampMs > 0 ? point.timestampMs : Self.nowMs())
+        let tmp = tempDirectory + "/snapshot-\(point.txid).ltx"
         defer { unlink(tmp) }
         let encoder = try LTXEncoder(path: tmp, header: header)
         var page = [UInt8](repeating: 0, count: Int(snap.pageSize))
@@ -381,17 +445,17 @@ final class DatabaseUploader: @unchecked Sendable {
         let size = encoder.size
         snap.close()
         try replica.publish(
-            level: 9, minTXID: 1, maxTXID: snap.txid, localPath: tmp,
+            level: 9, minTXID: 1, maxTXID: point.txid, localPath: tmp,
             timestamp: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
         logger.info(
             "snapshot shipped",
-            metadata: ["txid": "\(snap.txid)", "pages": "\(snap.commit)", "bytes": "\(size)"])
-        readPos = snap.spoolPosition
-        spool.setShipped(txid: snap.txid, position: readPos)
+            metadata: ["txid": "\(point.txid)", "pages": "\(snap.commit)", "bytes": "\(size)"])
+        readPos = point.next
+        spool.setShipped(txid: point.txid, position: readPos)
         needSnapshot = false
-        batch.reset(nextExpected: snap.txid + 1)
+        batch.reset(nextExpected: point.txid + 1)
         noteUpload(bytes: size, snapshot: true)
-        emit(.shipped(level: 9, minTXID: 1, maxTXID: snap.txid, bytes: size, pages: Int(snap.commit), transactions: 0))
+        emit(.shipped(level: 9, minTXID: 1, maxTXID: point.txid, bytes: size, pages: Int(snap.commit), transactions: 0))
         trimSpool()
     }
 

@@ -1,48 +1,44 @@
 internal import CVFSShim
 import Foundation
 
-/// Reads a consistent image of a live database, as of a TXID, through the replicated VFS.
+/// Reads a consistent image of a live database through the replicated VFS, without ever
+/// taking the write lock: application writers are never blocked by a snapshot.
 ///
-/// A writer connection takes the write lock (so the spool is caught up and the TXID cannot
-/// move), a reader connection opens a read transaction at that instant, then the writer lets
-/// go: application writers are blocked only for the moment it takes to start the reader. Pages
-/// are then read from the reader's own files (WAL frames up to its snapshot, else the main
-/// file), which a checkpoint cannot change under an open read transaction.
+/// A connection marked as the snapshot reader opens a read transaction; the shim saw the
+/// wal-index header when the read mark was taken, which is the reader's snapshot, and reports
+/// its WAL position so the uploader can find the TXID it corresponds to in the spool. Pages are
+/// then read from the reader's own files (WAL frames up to its mark, else the main file), which
+/// a checkpoint cannot change while the read transaction is open.
 final class SnapshotReader {
-    private var writer: SQLiteConnection?
     private var reader: SQLiteConnection?
     private var snap: OpaquePointer?
     let databasePath: String
 
-    private(set) var txid: UInt64 = 0
     private(set) var pageSize: UInt32 = 0
     private(set) var commit: UInt32 = 0
-    private(set) var timestampMs: Int64 = 0
-    private(set) var spoolPosition = SpoolPosition(segment: 0, offset: 0)
+    private(set) var position = WALPosition(salt1: 0, salt2: 0, frame: 0)
 
-    /// Returns nil when the database does not exist yet or has no pages.
-    init?(databasePath: String, minTXID: UInt64) throws {
+    /// Returns nil when the database does not exist yet, has no pages or is not in WAL mode yet.
+    init?(databasePath: String) throws {
         self.databasePath = databasePath
         guard FileManager.default.fileExists(atPath: databasePath) else { return nil }
-        let writer = try SQLiteConnection(path: databasePath, flags: .readWrite, vfs: ReplicatedVFS.name)
         let reader = try SQLiteConnection(path: databasePath, flags: .readWrite, vfs: ReplicatedVFS.name)
-        self.writer = writer
         self.reader = reader
         do {
-            let mode = (try writer.scalar("PRAGMA journal_mode") ?? "").lowercased()
+            let mode = (try reader.scalar("PRAGMA journal_mode") ?? "").lowercased()
             guard mode == "wal" else {
                 // Not switched to WAL yet (the app is still setting it up). Writes in any other
                 // mode are refused by the VFS, so there is nothing to replicate until it is.
                 close()
                 return nil
             }
-            try writer.exec("BEGIN IMMEDIATE")
-            defer { try? writer.exec("ROLLBACK") }
+            var one: Int32 = 1
+            _ = vr_sql_file_control(reader.handle, Int32(VR_FCNTL_SNAPSHOT_READER), &one)
             try reader.exec("BEGIN")
             _ = try reader.scalar("SELECT count(*) FROM sqlite_schema")
             var err = [CChar](repeating: 0, count: 512)
             var s: OpaquePointer?
-            let rc = vr_snapshot_begin(writer.handle, reader.handle, minTXID, &s, &err, err.count)
+            let rc = vr_snapshot_begin(reader.handle, &s, &err, err.count)
             if rc == Int32(VR_SQL_EMPTY) {
                 close()
                 return nil
@@ -51,11 +47,9 @@ final class SnapshotReader {
                 throw ReplicationError(.sqlite, "database \(databasePath): snapshot: \(String(cString: err))")
             }
             snap = s
-            txid = vr_snapshot_txid(s)
             pageSize = vr_snapshot_page_size(s)
             commit = vr_snapshot_commit(s)
-            timestampMs = vr_snapshot_timestamp_ms(s)
-            spoolPosition = SpoolPosition(segment: vr_snapshot_spool_seg(s), offset: vr_snapshot_spool_off(s))
+            position = WALPosition(salt1: vr_snapshot_salt1(s), salt2: vr_snapshot_salt2(s), frame: vr_snapshot_wal_frame(s))
         } catch {
             close()
             throw error
@@ -76,6 +70,5 @@ final class SnapshotReader {
         snap = nil
         if let r = reader { try? r.exec("COMMIT") }
         reader = nil
-        writer = nil
     }
 }

@@ -17,6 +17,15 @@ struct SpoolPosition: Comparable, Hashable, Sendable, CustomStringConvertible {
     var description: String { "\(segment):\(offset)" }
 }
 
+/// A WAL state: salts and the last frame (0: empty WAL). `firstFrame` is the first frame of the
+/// transaction that led to it (1: the transaction started a new WAL generation).
+struct WALPosition: Sendable, Equatable {
+    var salt1: UInt32
+    var salt2: UInt32
+    var frame: UInt32
+    var firstFrame: UInt32 = 0
+}
+
 /// Where one page image lives in the spool.
 struct SpoolPageLocation: Sendable, Equatable {
     var segment: UInt64
@@ -27,8 +36,8 @@ struct SpoolPageLocation: Sendable, Equatable {
 enum SpoolRecord: Sendable, Equatable {
     /// Frames of one transaction: (pgno, where the page is) in WAL order.
     case frames(txid: UInt64, pageSize: UInt32, pages: [(UInt32, SpoolPageLocation)])
-    case commit(txid: UInt64, commitPages: UInt32, pageSize: UInt32, timestampMs: Int64)
-    case reset(txid: UInt64, timestampMs: Int64)
+    case commit(txid: UInt64, commitPages: UInt32, pageSize: UInt32, timestampMs: Int64, wal: WALPosition)
+    case reset(txid: UInt64, timestampMs: Int64, wal: WALPosition)
     case snapshot(txid: UInt64, timestampMs: Int64)
 
     static func == (a: SpoolRecord, b: SpoolRecord) -> Bool {
@@ -36,8 +45,9 @@ enum SpoolRecord: Sendable, Equatable {
         case let (.frames(t1, p1, x1), .frames(t2, p2, x2)):
             return t1 == t2 && p1 == p2 && x1.count == x2.count
                 && zip(x1, x2).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
-        case let (.commit(a1, b1, c1, d1), .commit(a2, b2, c2, d2)): return a1 == a2 && b1 == b2 && c1 == c2 && d1 == d2
-        case let (.reset(a1, b1), .reset(a2, b2)): return a1 == a2 && b1 == b2
+        case let (.commit(a1, b1, c1, d1, e1), .commit(a2, b2, c2, d2, e2)):
+            return a1 == a2 && b1 == b2 && c1 == c2 && d1 == d2 && e1 == e2
+        case let (.reset(a1, b1, c1), .reset(a2, b2, c2)): return a1 == a2 && b1 == b2 && c1 == c2
         case let (.snapshot(a1, b1), .snapshot(a2, b2)): return a1 == a2 && b1 == b2
         default: return false
         }
@@ -130,9 +140,11 @@ final class SpoolReader {
                 }
                 try visit(.frames(txid: hdr.txid, pageSize: hdr.pageSize, pages: pages), next)
             case VR_REC_COMMIT:
-                try visit(.commit(txid: hdr.txid, commitPages: hdr.commitPages, pageSize: hdr.pageSize, timestampMs: hdr.timestampMs), next)
+                let wal = WALPosition(salt1: hdr.salt1, salt2: hdr.salt2, frame: hdr.walFrame, firstFrame: hdr.firstFrame)
+                try visit(.commit(txid: hdr.txid, commitPages: hdr.commitPages, pageSize: hdr.pageSize, timestampMs: hdr.timestampMs, wal: wal), next)
             case VR_REC_RESET:
-                try visit(.reset(txid: hdr.txid, timestampMs: hdr.timestampMs), next)
+                let wal = WALPosition(salt1: hdr.salt1, salt2: hdr.salt2, frame: hdr.walFrame)
+                try visit(.reset(txid: hdr.txid, timestampMs: hdr.timestampMs, wal: wal), next)
             case VR_REC_SNAPSHOT:
                 try visit(.snapshot(txid: hdr.txid, timestampMs: hdr.timestampMs), next)
             default:
