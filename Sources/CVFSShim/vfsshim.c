@@ -93,6 +93,11 @@ struct vr_db {
     int64_t stageStart, stageEnd;
     unsigned char walHdr[32]; /* the WAL header as this process last wrote it */
     int walHdrValid;
+    /* Spool bound (0: none): at the bound, new write transactions get SQLITE_BUSY (so the app's
+     * busy handler waits for the uploader to drain it) or, with spoolGrow, go on with a warning. */
+    uint64_t spoolMax;
+    int spoolGrow;
+    int64_t lastSpoolWarnMs;
 };
 
 #define VR_STAGE_SIZE (VR_COPY_BUFFER + 65536 + 64)
@@ -377,6 +382,27 @@ void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
     s->shippedSeg = seg;
     s->shippedOff = off;
     stateEnd(s);
+}
+
+void vr_db_set_spool_limit(vr_db *db, uint64_t maxBytes, int grow) {
+    db->spoolMax = maxBytes;
+    db->spoolGrow = grow;
+}
+
+uint64_t vr_db_spool_pending(vr_db *db) {
+    VRState *s = db->pState;
+    uint64_t aSeg = s->appendSeg, aOff = s->appendOff, sSeg = s->shippedSeg, sOff = s->shippedOff;
+    if (aSeg < sSeg || (aSeg == sSeg && aOff < sOff)) return 0;
+    if (aSeg == sSeg) return aOff - sOff;
+    uint64_t total = aOff;
+    char path[PATH_MAX];
+    for (uint64_t seg = sSeg; seg < aSeg; seg++) {
+        struct stat st;
+        vr_db_segment_path(db, seg, path, sizeof path);
+        uint64_t size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        total += seg == sSeg ? (size > sOff ? size - sOff : 0) : size;
+    }
+    return total;
 }
 
 int vr_db_adopt(vr_db *db, uint64_t txid, uint64_t ino, uint64_t size, int64_t mtimeNs) {
@@ -1085,6 +1111,21 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
         p->holdsWrite = 0;
         stageReset(p->pDb);
         return o->pMethods->xShmLock(o, offset, n, flags);
+    }
+    if (flags == (SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE) && p->pDb->spoolMax && !p->inCkpt) {
+        vr_db *db = p->pDb;
+        uint64_t pending = vr_db_spool_pending(db);
+        if (pending >= db->spoolMax) {
+            int64_t now = nowMs();
+            if (now - db->lastSpoolWarnMs >= 10000) {
+                db->lastSpoolWarnMs = now;
+                sqlite3_log(SQLITE_WARNING,
+                            "vfsreplication: %s: the spool holds %lld bytes not yet in the replica (limit %lld)%s",
+                            db->zPath, (long long)pending, (long long)db->spoolMax,
+                            db->spoolGrow ? "; growing past the limit" : "; writers wait until the uploader drains it");
+            }
+            if (!db->spoolGrow) return SQLITE_BUSY;
+        }
     }
     int rc = o->pMethods->xShmLock(o, offset, n, flags);
     if (rc == SQLITE_OK && flags == (SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE)) {

@@ -29,6 +29,7 @@ public final class Replicator: @unchecked Sendable {
         for db in config.databases {
             let spool = try ReplicatedVFS.registerDatabase(path: db.path)
             let client = try makeReplicaClient(db.replica)
+            spool.setSpoolLimit(db.spoolMaxBytes, grow: false)
             if let marker = RestoreMarker.load(forDatabase: spool.databasePath) {
                 if marker.replica == client.location, spool.adopt(marker) {
                     logger.info(

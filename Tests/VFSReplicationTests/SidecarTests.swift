@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import Testing
 
@@ -106,5 +107,57 @@ struct SidecarTests {
             max-delay: \(maxDelay)
         """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
+    }
+}
+
+@Suite("Outage", .serialized)
+struct OutageTests {
+    @Test func boundedSpoolBlocksWritersDuringAnOutageAndDrainsAfter() throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The replica's parent is a regular file: every upload fails (as when a bucket is down).
+        let blocker = dir + "/backups"
+        FileManager.default.createFile(atPath: blocker, contents: Data("not a directory".utf8))
+        let config = dir + "/replication.yml"
+        try """
+        databases:
+          - path: app.db
+            replica:
+              url: file://\(blocker)/app
+            max-delay: 10ms
+            spool-max-bytes: 256KiB
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let replicator = try Replicator(config: try ReplicationConfig.load(path: config))
+        replicator.start()
+        defer { replicator.shutdown(timeout: .seconds(5)) }
+        let c = try Conn(dir + "/app.db")
+        sqlite3_busy_timeout(c.db, 0)
+        try c.exec("PRAGMA journal_mode=WAL")
+        try c.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
+        var committed = 0
+        var refused = false
+        for _ in 0..<200 {
+            do {
+                try c.insertBlobs(1, bytes: 8000)
+                committed += 1
+            } catch let e as SQLError where e.code == SQLITE_BUSY {
+                refused = true
+                break
+            }
+        }
+        #expect(refused, "writers must be held at the spool bound")
+        #expect(committed > 10)
+        let status = replicator.status()[0]
+        #expect(status.lastError != nil, "the outage is reported")
+        #expect(status.durableTXID < status.localTXID)
+        // The store is back: the spool drains and writers go on.
+        try FileManager.default.removeItem(atPath: blocker)
+        sqlite3_busy_timeout(c.db, 60_000)
+        try c.insertBlobs(20, bytes: 8000)
+        try replicator.flush(timeout: .seconds(90))
+        let out = dir + "/check.db"
+        _ = try ReplicaRestorer.restore(from: FileReplicaClient(directory: blocker + "/app"), to: out, options: RestoreOptions(force: true))
+        #expect(try TestSupport.dump(out) == TestSupport.dump(dir + "/app.db"))
+        #expect(try TestSupport.sqlite(out, "SELECT count(*) FROM t").trimmingCharacters(in: .whitespacesAndNewlines) == "\(committed + 20)")
     }
 }

@@ -112,6 +112,13 @@ int vr_state_read_file(const char *_Nonnull stateDir, vr_state_view *_Nonnull ou
  * (seg, off) is consumed. Only the elected uploader calls this. */
 void vr_db_set_shipped(vr_db *_Nonnull db, uint64_t txid, uint64_t seg, uint64_t off);
 
+/* Bounds the spool of unshipped transactions: at `maxBytes` (0: no bound) a new write
+ * transaction gets SQLITE_BUSY (the app's busy timeout then waits for the uploader to drain it),
+ * or with `grow` goes on past the bound with a warning in SQLite's log. Data is never dropped. */
+void vr_db_set_spool_limit(vr_db *_Nonnull db, uint64_t maxBytes, int grow);
+/* Bytes of spool not yet shipped. */
+uint64_t vr_db_spool_pending(vr_db *_Nonnull db);
+
 /* Continues a lineage from a restore: if nothing was ever captured for this database, the
  * TXID sequence and the shipped position start at `txid`, and the database file must still be
  * the restored one (inode, size, mtime) when it is first written. Returns 1 if adopted. */

@@ -76,4 +76,12 @@ struct SpoolHandle: @unchecked Sendable {
     func adopt(_ m: RestoreMarker) -> Bool { vr_db_adopt(raw, m.txid, m.inode, m.size, m.mtimeNs) == 1 }
     func resign() { vr_db_resign(raw) }
     func syncSpool() -> Int32 { vr_db_sync_spool(raw) }
+
+    /// See `vr_db_set_spool_limit`.
+    func setSpoolLimit(_ maxBytes: Int64?, grow: Bool) {
+        vr_db_set_spool_limit(raw, UInt64(max(0, maxBytes ?? 0)), grow ? 1 : 0)
+    }
+
+    /// Bytes captured but not yet durable in the replica.
+    var pendingBytes: UInt64 { vr_db_spool_pending(raw) }
 }

@@ -140,12 +140,7 @@ final class DatabaseUploader: @unchecked Sendable {
         let st = spool.state()
         cond.lock()
         defer { cond.unlock() }
-        var pending: UInt64 = 0
-        if st.appendSeg == st.shippedSeg {
-            pending = st.appendOff &- st.shippedOff
-        } else if st.appendSeg > st.shippedSeg {
-            pending = st.appendOff + (st.appendSeg - st.shippedSeg) * (64 << 20)
-        }
+        let pending = spool.pendingBytes
         return DatabaseStatus(
             path: config.path, replica: replica.location, localTXID: st.lastTxid, durableTXID: st.shippedTxid,
             isUploader: isUploader, fenced: fenced, lastError: lastError, pendingSpoolBytes: pending,
@@ -204,7 +199,7 @@ final class DatabaseUploader: @unchecked Sendable {
                 logger.warning("upload failed; will retry", metadata: ["error": "\(message)"])
                 recordError(message)
                 if stopping { break }
-                sleepOrWake(backoff)
+                sleepOrWake(backoff, wakeOnFlush: false)
                 backoff = min(backoff * 2, .seconds(30))
                 continue
             }
@@ -265,9 +260,11 @@ final class DatabaseUploader: @unchecked Sendable {
         emit(.pending(oldestCommitMs: batch.oldestCommitMs, transactions: batch.transactions, pageBytes: batch.pageBytes))
     }
 
-    private func sleepOrWake(_ d: Duration) {
+    /// Sleeps for `d`, or less when a flush or stop is requested (unless backing off after an
+    /// error: a waiting flush must not turn retries into a busy loop against the replica).
+    private func sleepOrWake(_ d: Duration, wakeOnFlush: Bool = true) {
         cond.lock()
-        if !stopRequested && flushWaiters == 0 {
+        if !stopRequested && (flushWaiters == 0 || !wakeOnFlush) {
             _ = cond.wait(until: Date().addingTimeInterval(d.seconds))
         }
         cond.unlock()
