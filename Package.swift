@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // Tests only: another SQLite client in the same process.
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // System libraries (Debian packages; scripts/setup installs them).
@@ -87,6 +89,11 @@ let package = Package(
             name: "vfs-bench",
             dependencies: ["VFSReplication", "CVFSSQLiteLink", "CSQLite", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Tools/vfs-bench"
+        ),
+        // GRDB brings its own SQLite module; it lives in its own test target.
+        .testTarget(
+            name: "VFSReplicationGRDBTests",
+            dependencies: ["VFSReplication", "CVFSSQLiteLink", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(
             name: "VFSReplicationTests",
