@@ -25,6 +25,8 @@ public final class LTXDecoder {
     public private(set) var pageCount = 0
     /// Database checksum of the pages of a snapshot, if the header tracks checksums.
     public private(set) var snapshotChecksum: UInt64?
+    /// Bytes of the file consumed so far (for progress reports).
+    public var bytesConsumed: Int64 { position }
 
     private let fd: Int32
     private var window: [UInt8]
@@ -39,8 +41,9 @@ public final class LTXDecoder {
     private var finished = false
     private let maxCompressedPage: Int
 
-    /// Opens `path` and reads and validates its header.
-    public init(path: String) throws {
+    /// Opens `path` and reads and validates its header. `readBufferSize` is the read window
+    /// (at least two compressed pages); merges that keep many decoders open pass a small one.
+    public init(path: String, readBufferSize: Int = 256 << 10) throws {
         self.path = path
         let fd = try LTXIO.open(path, O_RDONLY)
         self.fd = fd
@@ -60,7 +63,7 @@ public final class LTXDecoder {
             position = Int64(LTX.headerSize)
             windowStart = position
             maxCompressedPage = LZ4Pages.blockBound(pageSize: Int(header.pageSize)) + 1024
-            window = [UInt8](repeating: 0, count: max(256 << 10, 2 * (maxCompressedPage + 16)))
+            window = [UInt8](repeating: 0, count: max(readBufferSize, 2 * (maxCompressedPage + 16)))
             if header.isSnapshot && !header.noChecksum { databaseChecksum = LTXDatabaseChecksum() }
         } catch {
             LTXIO.close(fd)

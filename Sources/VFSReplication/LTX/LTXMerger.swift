@@ -1,0 +1,180 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Merges LTX files that follow each other (each starts at or before the TXID after the
+/// previous one ends) into one file equivalent to applying them in order: compaction.
+///
+/// ```swift
+/// let merged = try LTXMerger.merge(inputs: [l0a, l0b, l0c], to: tmp + "/out.ltx")
+/// // merged.header.minTXID == first input's, maxTXID and timestamp == last input's
+/// ```
+///
+/// A k-way merge over the inputs' page streams (each input holds its pages in ascending order),
+/// so memory is one page and a small read window per input whatever the file sizes, and each
+/// page is written once: the newest version wins. Pages past the last input's database size are
+/// dropped. A page that an input in the middle truncated away and no later input wrote again is
+/// zero after sequential application, so the merge writes it as zeros (a plain merge would
+/// resurrect the older version); a merged snapshot (first input's minTXID 1) holds every page.
+/// Every input is decoded to its end, so its checksums are verified before the result is
+/// trusted. The output carries the NoChecksum flag, as every Litestream 0.5 writer's does.
+/// https://github.com/superfly/ltx (compactor.go) describes the format's own compactor.
+public enum LTXMerger {
+    public struct Result: Sendable, Equatable {
+        public var header: LTXHeader
+        public var trailer: LTXTrailer
+        /// Bytes of the merged file.
+        public var size: Int64
+        public var pageCount: Int
+    }
+
+    /// Inputs kept open at once; longer lists are merged in stages through temporary files.
+    public static let defaultMaxOpenInputs = 128
+
+    /// Merges `inputs` (paths, in TXID order) into a new file at `outputPath` (created or
+    /// truncated). Throws `.corruptReplicaFile` naming an input that fails to decode, and
+    /// `.invalidArgument` when the inputs do not follow each other.
+    public static func merge(
+        inputs: [String], to outputPath: String, pageEncoding: LTXPageEncoding = .lz4Frame,
+        maxOpenInputs: Int = defaultMaxOpenInputs, sync: Bool = true
+    ) throws -> Result {
+        guard !inputs.isEmpty else { throw ReplicationError(.invalidArgument, "nothing to merge into \(outputPath)") }
+        let fanIn = max(2, maxOpenInputs)
+        if inputs.count <= fanIn {
+            return try mergeOpen(inputs: inputs, to: outputPath, pageEncoding: pageEncoding, sync: sync)
+        }
+        // Stage: the first `fanIn` inputs into a temporary file, then that file and the rest.
+        let stage = LTXIO.directory(of: outputPath) + "/.\(LTXIO.lastComponent(of: outputPath)).stage-\(inputs.count)"
+        defer { LTXIO.unlink(stage) }
+        _ = try mergeOpen(inputs: Array(inputs.prefix(fanIn)), to: stage, pageEncoding: pageEncoding, sync: false)
+        return try merge(
+            inputs: [stage] + inputs.dropFirst(fanIn), to: outputPath, pageEncoding: pageEncoding,
+            maxOpenInputs: fanIn, sync: sync)
+    }
+
+    private static func mergeOpen(inputs: [String], to outputPath: String, pageEncoding: LTXPageEncoding, sync: Bool)
+        throws -> Result
+    {
+        // A small read window per input: with k inputs open, memory is about k * 64 KiB.
+        let decoders = try inputs.map { try LTXDecoder(path: $0, readBufferSize: 64 << 10) }
+        let headers = decoders.map(\.header)
+        for i in 1..<max(1, headers.count) {
+            let previous = headers[i - 1]
+            let current = headers[i]
+            guard current.pageSize == previous.pageSize else {
+                throw ReplicationError(
+                    .invalidArgument,
+                    "cannot merge \(inputs[i]) (page size \(current.pageSize)) after \(inputs[i - 1]) "
+                        + "(page size \(previous.pageSize))")
+            }
+            guard !current.isSnapshot, current.minTXID <= previous.maxTXID + 1, current.maxTXID > previous.maxTXID
+            else {
+                throw ReplicationError(
+                    .invalidArgument,
+                    "cannot merge \(inputs[i]) (TXIDs \(hex16(current.minTXID))-\(hex16(current.maxTXID))) after "
+                        + "\(inputs[i - 1]) (TXIDs \(hex16(previous.minTXID))-\(hex16(previous.maxTXID))): "
+                        + "it does not continue it")
+            }
+        }
+        let first = headers[0]
+        let last = headers[headers.count - 1]
+        let header = LTXHeader(
+            flags: .noChecksum, pageSize: last.pageSize, commit: last.commit, minTXID: first.minTXID,
+            maxTXID: last.maxTXID, timestamp: last.timestamp)
+        let encoder = try LTXEncoder(path: outputPath, header: header, pageEncoding: pageEncoding)
+
+        // limit[i]: the smallest database size any later input truncates to; a version of page
+        // p from input i survives only if p <= limit[i].
+        var limit = [UInt32](repeating: .max, count: headers.count)
+        for i in stride(from: headers.count - 2, through: 0, by: -1) {
+            limit[i] = min(limit[i + 1], headers[i + 1].commit)
+        }
+        let finalCommit = last.commit
+        let minCommit = headers.map(\.commit).min()!
+        let lock = header.lockPageNumber
+        let pageSize = Int(header.pageSize)
+        let zero = [UInt8](repeating: 0, count: pageSize)
+        var pages = [[UInt8]](repeating: [UInt8](repeating: 0, count: pageSize), count: decoders.count)
+        var heap = PageHeap()
+        for i in decoders.indices {
+            if let pgno = try decoders[i].nextPage(into: &pages[i]) { heap.push(pgno, i) }
+        }
+
+        // Next page number not yet decided.
+        var next: UInt32 = 1
+        /// Pages before `end` that no input holds: zeros where sequential application gives
+        /// zeros (always in a snapshot; past a truncation otherwise), absent elsewhere.
+        func fillZeros(before end: UInt32) throws {
+            var p = header.isSnapshot ? next : max(next, minCommit &+ 1)
+            let stop = min(end, finalCommit &+ 1)
+            while p < stop {
+                if p != lock { try encoder.writePage(p, zero) }
+                p += 1
+            }
+        }
+
+        while let top = heap.pop() {
+            let (pgno, winner) = (top.pgno, top.index)
+            var others: [Int] = []
+            while let same = heap.peek(), same.pgno == pgno {
+                others.append(same.index)
+                _ = heap.pop()
+            }
+            try fillZeros(before: pgno)
+            if pgno <= finalCommit {
+                try encoder.writePage(pgno, pgno <= limit[winner] ? pages[winner] : zero)
+            }
+            next = max(next, pgno &+ 1)
+            for i in [winner] + others {
+                if let following = try decoders[i].nextPage(into: &pages[i]) { heap.push(following, i) }
+            }
+        }
+        try fillZeros(before: finalCommit &+ 1)
+        let trailer = try encoder.finish(sync: sync)
+        return Result(header: header, trailer: trailer, size: encoder.size, pageCount: encoder.pageCount)
+    }
+}
+
+/// Min-heap of (page number, input index): smallest page first, and among equal pages the
+/// highest input index (the newest version) first.
+private struct PageHeap {
+    private var items: [(pgno: UInt32, index: Int)] = []
+
+    private static func before(_ a: (pgno: UInt32, index: Int), _ b: (pgno: UInt32, index: Int)) -> Bool {
+        a.pgno != b.pgno ? a.pgno < b.pgno : a.index > b.index
+    }
+
+    func peek() -> (pgno: UInt32, index: Int)? { items.first }
+
+    mutating func push(_ pgno: UInt32, _ index: Int) {
+        items.append((pgno, index))
+        var child = items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard Self.before(items[child], items[parent]) else { break }
+            items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> (pgno: UInt32, index: Int)? {
+        guard !items.isEmpty else { return nil }
+        let top = items[0]
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1
+                let right = left + 1
+                var best = parent
+                if left < items.count && Self.before(items[left], items[best]) { best = left }
+                if right < items.count && Self.before(items[right], items[best]) { best = right }
+                if best == parent { break }
+                items.swapAt(parent, best)
+                parent = best
+            }
+        }
+        return top
+    }
+}
