@@ -28,6 +28,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +71,10 @@ typedef struct VRState {
     uint64_t captures;
     uint64_t resets;
     uint64_t spoolSyncs;
+    /* Remote durability (appended in a later version: zero in older state files). */
+    _Atomic uint32_t workGen;  /* futex: bumped when an uploader has work (a commit waits, a flush) */
+    _Atomic uint32_t shipGen;  /* futex: bumped when shippedTxid moves */
+    _Atomic uint64_t waitTxid; /* highest TXID a committer waits to see durable */
 } VRState;
 
 _Static_assert(sizeof(VRState) <= VR_STATE_SIZE, "state fits its page");
@@ -98,6 +104,8 @@ struct vr_db {
     uint64_t spoolMax;
     int spoolGrow;
     int64_t lastSpoolWarnMs;
+    int remote;               /* durability: remote (output gate at COMMIT_PHASETWO) */
+    int64_t remoteTimeoutMs;
 };
 
 #define VR_STAGE_SIZE (VR_COPY_BUFFER + 65536 + 64)
@@ -375,6 +383,16 @@ int vr_state_read_file(const char *stateDir, vr_state_view *o) {
     return 0;
 }
 
+/* Shared futexes on the state mapping (no FUTEX_PRIVATE_FLAG: waiters are in other processes). */
+static void futexWake(_Atomic uint32_t *addr) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+static void futexWait(_Atomic uint32_t *addr, uint32_t expected, int64_t timeoutMs) {
+    if (timeoutMs <= 0) return;
+    struct timespec ts = {.tv_sec = timeoutMs / 1000, .tv_nsec = (timeoutMs % 1000) * 1000000};
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+
 void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
     VRState *s = db->pState;
     stateBegin(s);
@@ -382,6 +400,43 @@ void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
     s->shippedSeg = seg;
     s->shippedOff = off;
     stateEnd(s);
+    atomic_fetch_add(&s->shipGen, 1);
+    futexWake(&s->shipGen);
+}
+
+uint32_t vr_db_work_gen(vr_db *db) { return atomic_load(&db->pState->workGen); }
+
+void vr_db_wait_work(vr_db *db, uint32_t gen, int64_t timeoutMs) { futexWait(&db->pState->workGen, gen, timeoutMs); }
+
+void vr_db_kick(vr_db *db) {
+    atomic_fetch_add(&db->pState->workGen, 1);
+    futexWake(&db->pState->workGen);
+}
+
+uint64_t vr_db_wait_txid(vr_db *db) { return atomic_load(&db->pState->waitTxid); }
+
+void vr_db_set_durability(vr_db *db, int remote, int64_t timeoutMs) {
+    db->remote = remote;
+    db->remoteTimeoutMs = timeoutMs > 0 ? timeoutMs : 10000;
+}
+
+/* Output gate: the commit is visible locally and the write lock is released; the committing
+ * call waits here until the uploader (any process) reports it durable, or the timeout. */
+static int waitDurable(vr_db *db, uint64_t target) {
+    VRState *s = db->pState;
+    uint64_t cur = atomic_load(&s->waitTxid);
+    while (cur < target && !atomic_compare_exchange_weak(&s->waitTxid, &cur, target)) {}
+    vr_db_kick(db);
+    int64_t deadline = nowMs() + db->remoteTimeoutMs;
+    for (;;) {
+        uint32_t g = atomic_load(&s->shipGen);
+        vr_state_view v;
+        vr_db_read_state(db, &v);
+        if (v.shippedTxid >= target) return 1;
+        int64_t left = deadline - nowMs();
+        if (left <= 0) return 0;
+        futexWait(&s->shipGen, g, left < 100 ? left : 100);
+    }
 }
 
 void vr_db_set_spool_limit(vr_db *db, uint64_t maxBytes, int grow) {
@@ -544,6 +599,9 @@ struct VRFile {
     int snapValid;         /* the wal-index header seen when its read lock was last taken */
     int snapSlot;          /* which read mark (0: main file only) */
     WalIdxHdr snapHdr;
+    uint64_t lastCommitTxid;  /* the TXID this connection last committed */
+    uint64_t gateTxid;        /* the last commit the output gate waited for */
+    int gateDurable;          /* ... and whether it was confirmed durable in time */
     sqlite3_file *pReal;   /* parent's file object, right after this struct */
 };
 
@@ -1048,6 +1106,24 @@ static int vrFileControl(sqlite3_file *pFile, int op, void *pArg) {
                                        p->pDb->zPath, a[2]);
                 return SQLITE_ERROR;
             }
+            if (isPragma(a, "replicated_last_commit")) {
+                /* What the output gate knows of this connection's last commit:
+                 * "<txid> <durable|not-durable|local>" (durability: local never waits). */
+                vr_state_view v;
+                vr_db_read_state(p->pDb, &v);
+                uint64_t t = p->lastCommitTxid;
+                const char *state = v.shippedTxid >= t && t ? "durable"
+                                    : !p->pDb->remote     ? "local"
+                                    : (p->gateTxid == t && !p->gateDurable) ? "not-durable" : "pending";
+                a[0] = sqlite3_mprintf("%llu %s", (unsigned long long)t, state);
+                return SQLITE_OK;
+            }
+            if (isPragma(a, "replicated_durable_txid")) {
+                vr_state_view v;
+                vr_db_read_state(p->pDb, &v);
+                a[0] = sqlite3_mprintf("%llu", (unsigned long long)v.shippedTxid);
+                return SQLITE_OK;
+            }
             if (isPragma(a, "locking_mode") && a[2] && sqlite3_stricmp(a[2], "exclusive") == 0) {
                 a[0] = sqlite3_mprintf("vfsreplication: %s: locking_mode=EXCLUSIVE is not supported (it bypasses "
                                        "the WAL locks the replicated VFS captures commits at)",
@@ -1068,6 +1144,18 @@ static int vrFileControl(sqlite3_file *pFile, int op, void *pArg) {
             break;
         case SQLITE_FCNTL_CKPT_DONE:
             p->inCkpt = 0;
+            break;
+        case SQLITE_FCNTL_COMMIT_PHASETWO:
+            if (p->pDb->remote && p->lastCommitTxid && p->lastCommitTxid != p->gateTxid) {
+                p->gateTxid = p->lastCommitTxid;
+                p->gateDurable = waitDurable(p->pDb, p->gateTxid);
+                if (!p->gateDurable) {
+                    sqlite3_log(SQLITE_WARNING,
+                                "vfsreplication: %s: transaction %lld is committed locally but not confirmed durable "
+                                "in the replica within %lld ms; it stays spooled and will be shipped",
+                                p->pDb->zPath, (long long)p->gateTxid, (long long)p->pDb->remoteTimeoutMs);
+                }
+            }
             break;
         default:
             break;
@@ -1101,7 +1189,9 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
     if (!p->pDb || offset != 0) return o->pMethods->xShmLock(o, offset, n, flags);
     if (flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE) && p->holdsWrite) {
         /* The commit point: capture before anyone else can take the write lock. */
+        uint64_t before = p->pDb->pState->lastTxid;
         int rc = reconcile(p);
+        if (p->pDb->pState->lastTxid > before) p->lastCommitTxid = p->pDb->pState->lastTxid;
         if (rc != SQLITE_OK) {
             sqlite3_log(rc, "vfsreplication: %s: capturing the transaction failed; the next shipment is a snapshot",
                         p->pDb->zPath);

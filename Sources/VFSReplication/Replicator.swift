@@ -62,6 +62,15 @@ public final class Replicator: @unchecked Sendable {
         for u in uploaders { u.stop(timeout: timeout) }
     }
 
+    /// Sets `durability: remote` (or back to local) for one configured database, in this process:
+    /// its commits then wait until they are durable in the replica (or `timeout`).
+    public func setDurability(database path: String, remote: Bool, timeout: Duration = .seconds(10)) throws {
+        guard let u = uploaders.first(where: { $0.config.path == path || $0.spool.databasePath == path }) else {
+            throw ReplicationError(.invalidArgument, "database \(path) is not in the replication config")
+        }
+        u.spool.setDurability(remote: remote, timeout: timeout)
+    }
+
     /// One entry per configured database.
     public func status() -> [DatabaseStatus] { uploaders.map { $0.status() } }
 }

@@ -112,6 +112,19 @@ int vr_state_read_file(const char *_Nonnull stateDir, vr_state_view *_Nonnull ou
  * (seg, off) is consumed. Only the elected uploader calls this. */
 void vr_db_set_shipped(vr_db *_Nonnull db, uint64_t txid, uint64_t seg, uint64_t off);
 
+/* durability: remote. A commit returns only when the uploader (in any process) has made it
+ * durable in the replica, or after `timeoutMs` (then SQLite's log says so and
+ * `PRAGMA replicated_last_commit` answers "<txid> not-durable"); concurrent committers share one
+ * upload. The wait happens after the write lock is released (SQLITE_FCNTL_COMMIT_PHASETWO), so
+ * other writers go on meanwhile. */
+void vr_db_set_durability(vr_db *_Nonnull db, int remote, int64_t timeoutMs);
+/* For the uploader: the work generation (futex), waiting on it, and waking it up. */
+uint32_t vr_db_work_gen(vr_db *_Nonnull db);
+void vr_db_wait_work(vr_db *_Nonnull db, uint32_t gen, int64_t timeoutMs);
+void vr_db_kick(vr_db *_Nonnull db);
+/* Highest TXID a committer waits to see durable (remote durability). */
+uint64_t vr_db_wait_txid(vr_db *_Nonnull db);
+
 /* Bounds the spool of unshipped transactions: at `maxBytes` (0: no bound) a new write
  * transaction gets SQLITE_BUSY (the app's busy timeout then waits for the uploader to drain it),
  * or with `grow` goes on past the bound with a warning in SQLite's log. Data is never dropped. */

@@ -82,6 +82,16 @@ struct SpoolHandle: @unchecked Sendable {
         vr_db_set_spool_limit(raw, UInt64(max(0, maxBytes ?? 0)), grow ? 1 : 0)
     }
 
+    /// Remote durability: see `vr_db_set_durability`.
+    func setDurability(remote: Bool, timeout: Duration) {
+        vr_db_set_durability(raw, remote ? 1 : 0, timeout.milliseconds)
+    }
+    func workGeneration() -> UInt32 { vr_db_work_gen(raw) }
+    func waitForWork(generation: UInt32, timeout: Duration) { vr_db_wait_work(raw, generation, timeout.milliseconds) }
+    func kick() { vr_db_kick(raw) }
+    /// Highest TXID a committer waits to see durable.
+    var waitedTXID: UInt64 { vr_db_wait_txid(raw) }
+
     /// Bytes captured but not yet durable in the replica.
     var pendingBytes: UInt64 { vr_db_spool_pending(raw) }
 }

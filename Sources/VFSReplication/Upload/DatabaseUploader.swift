@@ -38,6 +38,8 @@ final class DatabaseUploader: @unchecked Sendable {
     private var lastPendingReport: (Int64?, Int) = (nil, 0)
     private let policy: ShipPolicy
     private let pollInterval: Duration
+    /// How long a remote-durability upload waits for more committers to join it.
+    var groupCommitWindow: Duration = .milliseconds(2)
 
     private let cond = NSCondition()
     // Guarded by cond:
@@ -100,6 +102,7 @@ final class DatabaseUploader: @unchecked Sendable {
         cond.lock()
         stopRequested = true
         cond.broadcast()
+        spool.kick()
         let deadline = Date().addingTimeInterval(timeout.seconds)
         while running {
             if !cond.wait(until: deadline) { break }
@@ -114,6 +117,7 @@ final class DatabaseUploader: @unchecked Sendable {
         cond.lock()
         flushWaiters += 1
         cond.broadcast()
+        spool.kick()
         defer {
             flushWaiters -= 1
             cond.unlock()
@@ -154,15 +158,23 @@ final class DatabaseUploader: @unchecked Sendable {
         var backoff: Duration = .milliseconds(100)
         var lastElectAttempt = ContinuousClock.now - .seconds(10)
         while true {
+            // Read before looking for work, so a wake-up in between is never lost.
+            let generation = spool.workGeneration()
             cond.lock()
             let stopping = stopRequested
-            let flushing = flushWaiters > 0 || stopping
+            var flushing = flushWaiters > 0 || stopping
             let isFenced = fenced
             cond.unlock()
+            // durability: remote — a committer waits for its transaction: gather the others that
+            // commit within the group-commit window, then ship them all in one upload.
+            if isUploader && !isFenced && spool.waitedTXID > spool.state().shippedTxid {
+                if !flushing { Thread.sleep(forTimeInterval: groupCommitWindow.seconds) }
+                flushing = true
+            }
 
             if isFenced {
                 if stopping { break }
-                sleepOrWake(.milliseconds(500))
+                sleepOrWake(.milliseconds(500), generation: generation)
                 continue
             }
 
@@ -176,7 +188,7 @@ final class DatabaseUploader: @unchecked Sendable {
                     }
                 }
                 if !isUploader {
-                    sleepOrWake(.milliseconds(200))
+                    sleepOrWake(.milliseconds(200), generation: generation)
                     continue
                 }
             }
@@ -199,7 +211,7 @@ final class DatabaseUploader: @unchecked Sendable {
                 logger.warning("upload failed; will retry", metadata: ["error": "\(message)"])
                 recordError(message)
                 if stopping { break }
-                sleepOrWake(backoff, wakeOnFlush: false)
+                sleepOrWake(backoff)
                 backoff = min(backoff * 2, .seconds(30))
                 continue
             }
@@ -219,7 +231,7 @@ final class DatabaseUploader: @unchecked Sendable {
                     let remaining = Duration.milliseconds(max(0, untilMs - Self.nowMs()))
                     wait = min(wait, remaining)
                 }
-                sleepOrWake(wait)
+                sleepOrWake(wait, generation: generation)
             }
         }
         if isUploader {
@@ -260,14 +272,18 @@ final class DatabaseUploader: @unchecked Sendable {
         emit(.pending(oldestCommitMs: batch.oldestCommitMs, transactions: batch.transactions, pageBytes: batch.pageBytes))
     }
 
-    /// Sleeps for `d`, or less when a flush or stop is requested (unless backing off after an
-    /// error: a waiting flush must not turn retries into a busy loop against the replica).
-    private func sleepOrWake(_ d: Duration, wakeOnFlush: Bool = true) {
+    /// Sleeps for `d`, or less when there is work: a flush or stop in this process, or a
+    /// committer in any process waiting for remote durability (a shared futex). After an error
+    /// (`generation` nil) only a stop cuts the back-off short: a waiting flush must not turn
+    /// retries into a busy loop against the replica.
+    private func sleepOrWake(_ d: Duration, generation: UInt32? = nil) {
         cond.lock()
-        if !stopRequested && (flushWaiters == 0 || !wakeOnFlush) {
+        let skip = stopRequested || (generation != nil && flushWaiters > 0)
+        if !skip && generation == nil {
             _ = cond.wait(until: Date().addingTimeInterval(d.seconds))
         }
         cond.unlock()
+        if !skip, let generation { spool.waitForWork(generation: generation, timeout: d) }
     }
 
     /// One round: read new spool records, snapshot if needed, ship if due.

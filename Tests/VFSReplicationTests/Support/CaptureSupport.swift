@@ -74,7 +74,7 @@ struct SQLError: Error, CustomStringConvertible {
 
 /// One replicated database in a temporary directory with a directory replica, and a
 /// Replicator running in this process.
-final class ReplicatedFixture {
+final class ReplicatedFixture: @unchecked Sendable {
     let dir: String
     let dbPath: String
     let replicaDir: String
