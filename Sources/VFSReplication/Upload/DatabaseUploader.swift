@@ -348,6 +348,14 @@ final class DatabaseUploader: @unchecked Sendable {
         if replicaMax > 0 && replicaMax == st.shippedTxid {
             batch.reset(nextExpected: st.shippedTxid + 1)
             needSnapshot = false
+        } else if replicaMax > st.shippedTxid, let adopted = try ownUnrecordedUpload(replicaMax: replicaMax) {
+            // This database's own last upload, published just before its uploader died and
+            // before it could record it: take it as shipped.
+            logger.notice("found this database's last upload in the replica; continuing", metadata: ["txid": "\(replicaMax)"])
+            readPos = adopted
+            spool.setShipped(txid: replicaMax, position: adopted)
+            batch.reset(nextExpected: replicaMax + 1)
+            needSnapshot = false
         } else if replicaMax > st.shippedTxid {
             // Files this database never shipped: another app instance (a deploy overlap, a
             // copied config) owns this replica. Never write on top of it.
@@ -368,6 +376,39 @@ final class DatabaseUploader: @unchecked Sendable {
             if st.shippedTxid > 0 { lastSeen = nil }
         }
         startedUp = true
+    }
+
+    /// Whether the replica's newest file is an upload of this spool whose acknowledgment was
+    /// lost (kill -9 between the publish and recording it): the file's TXID was captured here and
+    /// its header carries the same commit time (ms) as the spooled record. Returns the spool
+    /// position after that record.
+    private func ownUnrecordedUpload(replicaMax: UInt64) throws -> SpoolPosition? {
+        let st = spool.state()
+        guard replicaMax <= st.lastTxid else { return nil }
+        var newest: LTXFileInfo?
+        for level in try replica.listLevels() {
+            for f in try replica.listFiles(level: level) where f.maxTXID == replicaMax && f.minTXID <= st.shippedTxid + 1 {
+                newest = f
+            }
+        }
+        guard let file = newest else { return nil }
+        var record: (ts: Int64, next: SpoolPosition)?
+        let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
+        if readPos < end {
+            try reader.scan(from: readPos, to: end) { rec, next in
+                guard record == nil else { return }
+                switch rec {
+                case .commit(let txid, _, _, let ts, _) where txid == replicaMax: record = (ts, next)
+                case .reset(let txid, let ts, _) where txid == replicaMax: record = (ts, next)
+                default: break
+                }
+            }
+        }
+        guard let record else { return nil }
+        let local = try replica.fetch(file)
+        defer { local.release() }
+        let header = try LTXDecoder.readHeader(path: local.path)
+        return header.maxTXID == replicaMax && header.timestamp == record.ts ? record.next : nil
     }
 
     private var tempDirectory: String {
