@@ -9,8 +9,10 @@ struct ConfigParser {
     let environment: [String: String]
 
     static let topLevelKeys = ["defaults", "databases"]
-    static let databaseKeys = ["path", "replica", "max-delay", "spool-max-bytes"]
-    static let defaultsKeys = ["replica", "max-delay", "spool-max-bytes"]
+    static let policyKeys = ["max-delay", "spool-max-bytes", "retention", "snapshot-interval", "levels"]
+    static let databaseKeys = ["path", "replica"] + policyKeys
+    static let defaultsKeys = ["replica"] + policyKeys
+    static let levelKeys = ["interval"]
     static let replicaKeys = [
         "url", "endpoint", "region", "force-path-style", "access-key-id", "secret-access-key", "r2-account-id",
         "ca-file",
@@ -25,6 +27,16 @@ struct ConfigParser {
         "bucket": "put the bucket in 'url': s3://BUCKET/PREFIX",
         "type": "the replica type comes from the 'url' scheme: s3:// or file://",
         "<<": "YAML merge keys are not supported; put shared settings under 'defaults'",
+        "snapshot": "use 'snapshot-interval' for the interval and 'retention' for how long history is kept",
+        "l0-retention": "level-0 files are kept for the interval of level 2; see 'levels'",
+    ]
+
+    /// Keys that belong in `defaults` (or a database), not at the top level as in Litestream.
+    static let topLevelHints: [String: String] = [
+        "levels": "put 'levels' under 'defaults' (or a database)",
+        "retention": "put 'retention' under 'defaults' (or a database)",
+        "snapshot-interval": "put 'snapshot-interval' under 'defaults' (or a database)",
+        "snapshot": "put 'snapshot-interval' and 'retention' under 'defaults' (or a database)",
     ]
 
     /// Where in the document a key lives, for messages.
@@ -34,9 +46,11 @@ struct ConfigParser {
         case defaultsReplica
         case database(String)
         case replica(String)
+        indirect case level(Int, within: Scope)
 
         var suffix: String {
             switch self {
+            case .level(let level, let within): " in level \(level)\(within.suffix)"
             case .root: ""
             case .defaults: " in defaults"
             case .defaultsReplica: " in the defaults replica"
@@ -57,6 +71,9 @@ struct ConfigParser {
     struct Layer {
         var maxDelay: Duration?
         var spoolMaxBytes: Int64?
+        var retention: Duration?
+        var snapshotInterval: Duration?
+        var compactionIntervals: [Duration]?
         var replica = ReplicaLayer()
     }
 
@@ -102,7 +119,7 @@ struct ConfigParser {
         guard case .mapping = root else {
             throw failure(root, "expected a mapping with a 'databases' list at the top level")
         }
-        let top = try entries(of: root, scope: .root, known: Self.topLevelKeys)
+        let top = try entries(of: root, scope: .root, known: Self.topLevelKeys, hints: Self.topLevelHints)
 
         var defaults = Layer()
         if let entry = top["defaults"], !isNull(entry.value) {
@@ -221,7 +238,12 @@ struct ConfigParser {
             path: path,
             replica: replica,
             maxDelay: own.maxDelay ?? defaults.maxDelay ?? ReplicationConfig.defaultMaxDelay,
-            spoolMaxBytes: own.spoolMaxBytes ?? defaults.spoolMaxBytes
+            spoolMaxBytes: own.spoolMaxBytes ?? defaults.spoolMaxBytes,
+            retention: own.retention ?? defaults.retention ?? MaintenancePolicy.defaultRetention,
+            snapshotInterval: own.snapshotInterval ?? defaults.snapshotInterval
+                ?? MaintenancePolicy.defaultSnapshotInterval,
+            compactionIntervals: own.compactionIntervals ?? defaults.compactionIntervals
+                ?? MaintenancePolicy.defaultCompactionIntervals
         )
         return (database, name)
     }
@@ -239,6 +261,14 @@ struct ConfigParser {
                 }
                 layer.spoolMaxBytes = size
             }
+        }
+        for key in ["retention", "snapshot-interval"] {
+            guard let entry = fields[key], let value = try duration(entry, scope: scope) else { continue }
+            guard value > .zero else { throw failure(entry.value, "'\(key)'\(scope.suffix) must be greater than zero") }
+            if key == "retention" { layer.retention = value } else { layer.snapshotInterval = value }
+        }
+        if let entry = fields["levels"], !isNull(entry.value) {
+            layer.compactionIntervals = try levels(entry, scope: scope)
         }
         if let entry = fields["replica"], !isNull(entry.value) {
             let replicaScope: Scope
@@ -343,6 +373,48 @@ struct ConfigParser {
             "invalid size '\(text)' for '\(entry.key)'\(scope.suffix) (use bytes or a unit: 64MiB, 1GiB, 500MB)")
     }
 
+    /// `levels:` as Litestream spells it: a list of `- interval: <duration>`, level 1 first.
+    private func levels(_ entry: Entry, scope: Scope) throws -> [Duration] {
+        guard case .sequence(let items) = entry.value else {
+            throw failure(
+                entry.value, "'levels'\(scope.suffix) must be a list of '- interval: <duration>' (level 1 first)")
+        }
+        guard !items.isEmpty else {
+            throw failure(entry.keyNode, "'levels'\(scope.suffix) is empty: give 1 to 8 levels, e.g. '- interval: 30s'")
+        }
+        guard items.count <= MaintenancePolicy.snapshotLevel - 1 else {
+            throw failure(
+                items[MaintenancePolicy.snapshotLevel - 1],
+                "'levels'\(scope.suffix) has \(items.count) levels; at most 8 (level 9 holds snapshots)")
+        }
+        var intervals: [Duration] = []
+        for (offset, item) in items.enumerated() {
+            let level = offset + 1
+            let levelScope = Scope.level(level, within: scope)
+            guard case .mapping = item else {
+                var hint = ""
+                if case .scalar(let scalar) = item, !isNull(item) { hint = "; write '- interval: \(scalar.string)'" }
+                throw failure(item, "level \(level)\(scope.suffix) must be a mapping with an 'interval'\(hint)")
+            }
+            let fields = try entries(of: item, scope: levelScope, known: Self.levelKeys)
+            guard let intervalEntry = fields["interval"], let interval = try duration(intervalEntry, scope: levelScope)
+            else {
+                throw failure(item, "level \(level)\(scope.suffix) has no 'interval'")
+            }
+            guard interval > .zero else {
+                throw failure(intervalEntry.value, "'interval' of level \(level)\(scope.suffix) must be greater than zero")
+            }
+            if let previous = intervals.last, interval <= previous {
+                throw failure(
+                    intervalEntry.value,
+                    "'interval' of level \(level)\(scope.suffix) (\(ConfigValues.formatDuration(interval))) must be "
+                        + "longer than level \(level - 1)'s (\(ConfigValues.formatDuration(previous)))")
+            }
+            intervals.append(interval)
+        }
+        return intervals
+    }
+
     private func endpoint(_ text: String, _ entry: Entry, scope: Scope) throws -> String {
         let lowered = text.lowercased()
         let schemeLength = lowered.hasPrefix("https://") ? 8 : lowered.hasPrefix("http://") ? 7 : 0
@@ -371,7 +443,8 @@ struct ConfigParser {
     /// The keys of a mapping, checked: plain scalars, known (else a "did you mean"), not repeated.
     /// `refusals` turns a key that is known elsewhere but not allowed here into its own message.
     private func entries(
-        of node: Node, scope: Scope, known: [String], refusals: [String: String] = [:]
+        of node: Node, scope: Scope, known: [String], refusals: [String: String] = [:],
+        hints: [String: String] = ConfigParser.hints
     ) throws -> [String: Entry] {
         guard case .mapping(let mapping) = node else {
             throw failure(node, "expected a mapping\(scope.suffix)")
@@ -385,7 +458,7 @@ struct ConfigParser {
             if let refusal = refusals[key] { throw failure(keyNode, refusal) }
             guard known.contains(key) else {
                 var message = "unknown key '\(key)'\(scope.suffix)"
-                if let hint = Self.hints[key] {
+                if let hint = hints[key] ?? Self.hints[key] {
                     message += " (\(hint))"
                 } else if let suggestion = ConfigValues.suggestion(for: key, among: known) {
                     message += " (did you mean '\(suggestion)'?)"

@@ -18,7 +18,25 @@ import Foundation
 ///       secret-access-key: ${AWS_SECRET_ACCESS_KEY}
 ///     max-delay: 500ms
 ///     spool-max-bytes: 1GiB
+///     retention: 168h                           # point-in-time restore reaches a week back
 /// ```
+///
+/// Compaction, snapshots and retention (in `defaults` or per database; Litestream 0.5's
+/// `levels:` list and `snapshot.interval` / `snapshot.retention`, flattened):
+///
+/// ```yaml
+/// defaults:
+///   retention: 24h              # how far back a restore can go (default 24h)
+///   snapshot-interval: 24h      # a new snapshot at most this long after a change (default 24h)
+///   levels:                     # compaction levels 1, 2, 3 (level 0 = shipped batches)
+///     - interval: 30s           # defaults: 30s, 5m, 1h; 1 to 8 levels, each longer than the last
+///     - interval: 5m
+///     - interval: 1h
+/// ```
+///
+/// Restore points: every shipped batch for the interval of level 2, every level-1 slot for the
+/// interval of level 3, then every slot of the level below the top for the whole retention (see
+/// `MaintenancePolicy`).
 ///
 /// ```swift
 /// let config = try ReplicationConfig.load(path: "config/replication.yml")
@@ -115,18 +133,30 @@ public struct DatabaseConfig: Sendable, Equatable {
     /// How many bytes of not-yet-shipped transactions the local spool may hold
     /// (`spool-max-bytes`); nil leaves the limit to the replicator.
     public var spoolMaxBytes: Int64?
+    /// How far back a point-in-time restore reaches (`retention`, default 24h).
+    public var retention: Duration
+    /// The longest a change waits for a snapshot that includes it (`snapshot-interval`, default 24h).
+    public var snapshotInterval: Duration
+    /// Intervals of compaction levels 1...n (`levels`, default 30s, 5m, 1h).
+    public var compactionIntervals: [Duration]
 
     /// `path` is made absolute against the current directory and standardized.
     public init(
         path: String,
         replica: ReplicaConfig,
         maxDelay: Duration = ReplicationConfig.defaultMaxDelay,
-        spoolMaxBytes: Int64? = nil
+        spoolMaxBytes: Int64? = nil,
+        retention: Duration = MaintenancePolicy.defaultRetention,
+        snapshotInterval: Duration = MaintenancePolicy.defaultSnapshotInterval,
+        compactionIntervals: [Duration] = MaintenancePolicy.defaultCompactionIntervals
     ) {
         self.path = ConfigPaths.absolute(path, relativeTo: FileManager.default.currentDirectoryPath)
         self.replica = replica
         self.maxDelay = maxDelay
         self.spoolMaxBytes = spoolMaxBytes
+        self.retention = retention
+        self.snapshotInterval = snapshotInterval
+        self.compactionIntervals = compactionIntervals
     }
 }
 
