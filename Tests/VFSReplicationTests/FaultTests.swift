@@ -103,3 +103,44 @@ struct KillTrialTests {
         try verify(dir)
     }
 }
+
+@Suite("Spool damage", .serialized)
+struct SpoolDamageTests {
+    @Test func tornSpoolTailIsDetectedAndReplacedBySnapshot() throws {
+        guard let bench = TestSupport.builtProduct("vfs-bench") else {
+            Issue.record("vfs-bench is not built next to the tests")
+            return
+        }
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = dir + "/replication.yml"
+        try """
+        databases:
+          - path: app.db
+            replica:
+              url: file://\(dir)/replica
+            max-delay: 10ms
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        var r = try TestSupport.run(bench, ["write", "--config", config, "--database", dir + "/app.db", "--transactions", "30"])
+        #expect(r.status == 0, "\(r)")
+        // Capture only (no uploader), then tear the tail of the spool as a power loss would.
+        r = try TestSupport.run(
+            bench, ["write", "--config", config, "--database", dir + "/app.db", "--transactions", "30", "--no-upload"])
+        #expect(r.status == 0, "\(r)")
+        let spoolDir = dir + "/app.db-vfsrepl/spool"
+        let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: spoolDir).sorted().last)
+        let path = spoolDir + "/" + segment
+        var bytes = try TestSupport.readFile(path)
+        let tear = bytes.count - 3000
+        for i in tear..<min(tear + 1000, bytes.count) { bytes[i] = 0 }
+        try TestSupport.writeFile(path, bytes)
+        // The uploader detects it, says so, and ships a snapshot of the real database.
+        r = try TestSupport.run(bench, ["write", "--config", config, "--database", dir + "/app.db", "--transactions", "3"])
+        #expect(r.status == 0, "\(r)")
+        #expect(r.stderr.contains("corrupt spool"), "the repair is reported: \(r.stderr)")
+        let out = dir + "/restored.db"
+        _ = try ReplicaRestorer.restore(from: FileReplicaClient(directory: dir + "/replica"), to: out, options: RestoreOptions(force: true))
+        #expect(try TestSupport.dump(out) == TestSupport.dump(dir + "/app.db"))
+        #expect(try FileReplicaClient(directory: dir + "/replica").listFiles(level: 9).count == 2)
+    }
+}

@@ -54,6 +54,7 @@ final class DatabaseUploader: @unchecked Sendable {
     private var lastSnapshot: Date?
     private var filesUploaded = 0
     private var bytesUploaded: Int64 = 0
+    private var spoolRepairs = 0
 
     // Uploader-thread state:
     private var reader: SpoolReader
@@ -289,6 +290,43 @@ final class DatabaseUploader: @unchecked Sendable {
     /// One round: read new spool records, snapshot if needed, ship if due.
     private func step(flushing: Bool) throws {
         if !startedUp { try startUp() }
+        do {
+            try readSpool()
+        } catch let error as ReplicationError where error.code == .corruptSpool {
+            try repairSpool(error)
+        }
+        if needSnapshot {
+            try shipSnapshot()
+            reportPending()
+            return
+        }
+        if policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing) == .ship {
+            try shipBatch()
+        }
+        reportPending()
+    }
+
+    /// A torn or corrupt spool (power loss before the spool was synced, a damaged disk): what it
+    /// held cannot be trusted, so nothing of it is shipped; the next shipment is a snapshot of
+    /// the database, matched to the TXID the shared state recorded last.
+    private func repairSpool(_ error: ReplicationError) throws {
+        let st = spool.state()
+        logger.error(
+            "corrupt spool: skipping to its end; the next shipment is a snapshot",
+            metadata: ["error": "\(error.message)", "txid": "\(st.lastTxid)"])
+        emit(.error("corrupt spool repaired by a new snapshot: \(error.message)"))
+        cond.lock()
+        spoolRepairs += 1
+        cond.unlock()
+        readPos = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
+        let wal = WALPosition(
+            salt1: UInt32(bigEndian: st.walSalt1), salt2: UInt32(bigEndian: st.walSalt2), frame: st.walFrame)
+        lastSeen = (wal, st.lastTxid, st.lastCommitMs)
+        needSnapshot = true
+        batch.reset(nextExpected: nil)
+    }
+
+    private func readSpool() throws {
         let st = spool.state()
         let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
         if readPos < end {
@@ -315,15 +353,6 @@ final class DatabaseUploader: @unchecked Sendable {
                 readPos = next
             }
         }
-        if needSnapshot {
-            try shipSnapshot()
-            reportPending()
-            return
-        }
-        if policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing) == .ship {
-            try shipBatch()
-        }
-        reportPending()
     }
 
     private func wrap(_ body: () throws -> Void) throws {
