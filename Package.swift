@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "vfs-rebuild", targets: ["vfs-rebuild"]),
         .executable(name: "vfs-bench", targets: ["vfs-bench"]),
         .executable(name: "vfs-replicate", targets: ["vfs-replicate"]),
+        .executable(name: "vfs-status", targets: ["vfs-status"]),
         // The uploader as a swift-service-lifecycle Service (kept out of the core library).
         .library(name: "VFSReplicationService", targets: ["VFSReplicationService"]),
         // The loadable SQLite extension (libvfsreplication.so). Build it with
@@ -22,6 +23,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         // Tests only: another SQLite client in the same process.
@@ -47,6 +49,7 @@ let package = Package(
             dependencies: [
                 "CVFSShim", "CLZ4", "CCurl", "COpenSSLCrypto",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
@@ -86,6 +89,15 @@ let package = Package(
             path: "Sources/Tools/vfs-replicate"
         ),
         .executableTarget(
+            name: "vfs-status",
+            dependencies: [
+                "VFSReplication", "CVFSSQLiteLink",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Tools/vfs-status"
+        ),
+        .executableTarget(
             name: "vfs-bench",
             dependencies: ["VFSReplication", "CVFSSQLiteLink", "CSQLite", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/Tools/vfs-bench"
@@ -97,7 +109,10 @@ let package = Package(
         ),
         .testTarget(
             name: "VFSReplicationTests",
-            dependencies: ["VFSReplication", "CVFSShim", "CVFSSQLiteLink", "CSQLite"]
+            dependencies: [
+                "VFSReplication", "CVFSShim", "CVFSSQLiteLink", "CSQLite",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
         ),
     ]
 )

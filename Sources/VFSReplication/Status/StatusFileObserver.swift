@@ -1,0 +1,160 @@
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Keeps each database's `UploaderRecord` and persists it to `<db>-vfsrepl/status.json`, where
+/// `vfs-status` and the dashboard read it from any process.
+///
+/// ```swift
+/// let status = StatusFileObserver(config: config)
+/// let replicator = try Replicator(config: config, observers: [status])
+/// ```
+///
+/// Events only update memory on the uploader's thread; the file is written on a private queue,
+/// at most once per `minimumInterval` per database while events keep coming, and never while a
+/// database is idle (an idle uploader reports nothing). Losing the election (`.elected(false)`,
+/// the last event of a shutdown) writes at once. A process that takes over a database continues
+/// the counters of the record it finds.
+public final class StatusFileObserver: UploaderObserver, @unchecked Sendable {
+    private let minimumInterval: Duration
+    private let logger: Logger
+    private let now: @Sendable () -> Date
+    private let queue = DispatchQueue(label: "vfs-replication.status-file")
+    private let pid = getpid()
+
+    /// Held across taking a record and writing it, so a newer record is never overwritten by an
+    /// older one written concurrently.
+    private let writeLock = NSLock()
+    private let lock = NSLock()
+    // Guarded by lock:
+    private var entries: [String: Entry] = [:]
+    private var writes = 0
+
+    private struct Entry {
+        var files: ReplicationFiles
+        var record: UploaderRecord
+        var dirty = false
+        var scheduled = false
+        var lastWrite: ContinuousClock.Instant?
+        var warned = false
+    }
+
+    /// - Parameters:
+    ///   - config: the databases to keep records for (events for others are ignored).
+    ///   - minimumInterval: the shortest time between two writes of one database's file.
+    ///   - now: the wall clock (tests).
+    public init(
+        config: ReplicationConfig, minimumInterval: Duration = .seconds(1),
+        logger: Logger = Logger(label: "vfs-replication"), now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.minimumInterval = minimumInterval
+        self.logger = logger
+        self.now = now
+        for db in config.databases {
+            let files = ReplicationFiles(databasePath: db.path)
+            entries[db.path] = Entry(files: files, record: UploaderRecord(database: files.databasePath))
+        }
+    }
+
+    /// The record of `database` as this process knows it (nil if not configured).
+    public func record(for database: String) -> UploaderRecord? {
+        lock.lock()
+        defer { lock.unlock() }
+        return entries[database]?.record
+    }
+
+    public func uploader(database: String, didReport event: UploaderEvent) {
+        let date = now()
+        var writeNow = false
+        var delay: Duration?
+        lock.lock()
+        guard var entry = entries[database] else {
+            lock.unlock()
+            return
+        }
+        if case .elected(true) = event, let stored = UploaderRecord.load(path: entry.files.statusFile),
+            stored.database == entry.record.database
+        {
+            // Continue what the previous uploader (this process earlier, or another one) counted.
+            entry.record = stored
+        }
+        entry.record.apply(event, now: date, pid: pid)
+        entry.dirty = true
+        if case .elected(false) = event {
+            writeNow = true
+        } else if !entry.scheduled {
+            entry.scheduled = true
+            let clock = ContinuousClock.now
+            if let last = entry.lastWrite, clock - last < minimumInterval {
+                delay = minimumInterval - (clock - last)
+            } else {
+                delay = .zero
+            }
+        }
+        entries[database] = entry
+        lock.unlock()
+
+        if writeNow {
+            write(database)
+        } else if let delay {
+            queue.asyncAfter(deadline: .now() + delay.seconds) { self.write(database) }
+        }
+    }
+
+    /// Files written so far (tests).
+    var writeCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return writes
+    }
+
+    /// Writes every record that changed since its last write (at shutdown, or in tests).
+    public func flush() {
+        lock.lock()
+        let names = entries.filter { $0.value.dirty }.map(\.key)
+        lock.unlock()
+        for name in names { write(name) }
+    }
+
+    private func write(_ database: String) {
+        writeLock.lock()
+        defer { writeLock.unlock() }
+        lock.lock()
+        guard var entry = entries[database] else {
+            lock.unlock()
+            return
+        }
+        entry.scheduled = false
+        guard entry.dirty else {
+            entries[database] = entry
+            lock.unlock()
+            return
+        }
+        entry.dirty = false
+        entry.lastWrite = ContinuousClock.now
+        writes += 1
+        let record = entry.record
+        let path = entry.files.statusFile
+        entries[database] = entry
+        lock.unlock()
+
+        do {
+            try record.write(path: path)
+        } catch {
+            lock.lock()
+            let warned = entries[database]?.warned ?? true
+            entries[database]?.warned = true
+            lock.unlock()
+            if !warned {
+                logger.info(
+                    "cannot write the status file",
+                    metadata: [
+                        "db.path": "\(database)", "error": "\((error as? ReplicationError)?.message ?? "\(error)")",
+                    ])
+            }
+        }
+    }
+}

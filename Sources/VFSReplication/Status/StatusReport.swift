@@ -1,0 +1,269 @@
+import Foundation
+
+/// When a database counts as unhealthy.
+public struct HealthPolicy: Sendable, Equatable {
+    /// Longest acceptable age of the oldest commit not yet durable. Nil: per database, the larger
+    /// of 60 seconds and three times its `max-delay`.
+    public var maxLag: Duration?
+
+    public init(maxLag: Duration? = nil) { self.maxLag = maxLag }
+
+    public func maxLagSeconds(for database: DatabaseConfig) -> Double {
+        if let maxLag { return maxLag.seconds }
+        return max(60, 3 * database.maxDelay.seconds)
+    }
+}
+
+/// Everything known about one database's replication, from any process: the shared state, the
+/// spool, the uploader lock, the uploader's status file and the last verification.
+///
+/// ```swift
+/// for report in StatusReport.collect(config: config) where !report.healthy {
+///     print(report.summaryLine())
+/// }
+/// ```
+public struct StatusReport: Sendable, Equatable, Encodable {
+    /// The configured database path.
+    public var database: String
+    /// The replica location (`file:///...`, `s3://bucket/prefix`).
+    public var replica: String
+    /// When the report was made.
+    public var generatedAt: Date
+    /// Nil when no process ever registered the database (no `<db>-vfsrepl/state`).
+    public var state: LocalReplicationState?
+    /// Whether an uploader holds the database's lock now.
+    public var uploader: UploaderPresence
+    /// The uploader's status file, if one was written.
+    public var record: UploaderRecord?
+    /// The last `vfs-status --verify` result.
+    public var verification: VerificationRecord?
+    /// The lag threshold the report was judged with.
+    public var maxLagSeconds: Double
+    /// Why the database is unhealthy; empty when it is healthy.
+    public var problems: [String]
+
+    public var healthy: Bool { problems.isEmpty }
+
+    /// Seconds the oldest undurable commit has waited: from the spool, else from the uploader's
+    /// last report; 0 when nothing waits, nil when unknown.
+    public var lagSeconds: Double? {
+        guard let state else { return nil }
+        if let lag = state.lagSeconds(now: generatedAt) { return lag }
+        if uploader.isRunning, let oldest = record?.oldestPendingCommit {
+            return max(0, generatedAt.timeIntervalSince(oldest))
+        }
+        return nil
+    }
+
+    /// Requests made today (UTC) by kind.
+    public var requestsToday: UploaderRecord.DailyRequests {
+        record?.requests(on: generatedAt) ?? UploaderRecord.DailyRequests(day: UploaderRecord.day(generatedAt))
+    }
+
+    public init(
+        database: String, replica: String, generatedAt: Date, state: LocalReplicationState?,
+        uploader: UploaderPresence, record: UploaderRecord?, verification: VerificationRecord?, maxLagSeconds: Double
+    ) {
+        self.database = database
+        self.replica = replica
+        self.generatedAt = generatedAt
+        self.state = state
+        self.uploader = uploader
+        self.record = record
+        self.verification = verification
+        self.maxLagSeconds = maxLagSeconds
+        self.problems = []
+        self.problems = evaluate()
+    }
+
+    /// Reports on every configured database, in config order.
+    public static func collect(
+        config: ReplicationConfig, policy: HealthPolicy = HealthPolicy(), now: Date = Date()
+    ) -> [StatusReport] {
+        config.databases.map { collect(database: $0, policy: policy, now: now) }
+    }
+
+    public static func collect(database db: DatabaseConfig, policy: HealthPolicy = HealthPolicy(), now: Date = Date())
+        -> StatusReport
+    {
+        let files = ReplicationFiles(databasePath: db.path)
+        var state: LocalReplicationState?
+        var readError: String?
+        do {
+            state = try LocalReplicationState.read(files)
+        } catch let e as ReplicationError {
+            readError = e.message
+        } catch {
+            readError = "\(error)"
+        }
+        var report = StatusReport(
+            database: db.path, replica: db.replica.url, generatedAt: now, state: state,
+            uploader: state == nil ? .none : UploaderPresence.probe(files),
+            record: UploaderRecord.load(path: files.statusFile),
+            verification: VerificationRecord.load(path: files.verificationFile),
+            maxLagSeconds: policy.maxLagSeconds(for: db))
+        if let readError { report.problems.insert(readError, at: 0) }
+        return report
+    }
+
+    /// The health rules.
+    func evaluate() -> [String] {
+        var problems: [String] = []
+        guard let state else {
+            return [
+                "no replication state: no process has registered this database (is the app or vfs-replicate running?)"
+            ]
+        }
+        if let fenced = record?.fenced {
+            problems.append("fenced since \(Self.format(fenced.at)): \(fenced.message)")
+        }
+        if let record, record.isErroring, uploader.isRunning, let e = record.lastError {
+            problems.append("failing since \(Self.format(e.at)): \(e.message)")
+        }
+        if state.pendingTransactions > 0, case .none = uploader {
+            problems.append("\(state.pendingTransactions) transactions wait and no uploader is running")
+        }
+        if let lag = lagSeconds, lag > maxLagSeconds {
+            problems.append("lag \(Self.duration(lag)) exceeds \(Self.duration(maxLagSeconds))")
+        }
+        if state.pendingTransactions > 0, case .unknown(let why) = uploader {
+            problems.append("cannot tell whether an uploader runs: \(why)")
+        }
+        if let v = verification, !v.passed {
+            problems.append("last verification (\(Self.format(v.finishedAt))) failed: \(v.message)")
+        }
+        return problems
+    }
+
+    // MARK: - Text
+
+    /// One line for `vfs-status`: health, TXIDs, lag, spool, uploads, today's requests, the
+    /// last error.
+    public func summaryLine() -> String {
+        var parts: [String] = [database, healthy ? "ok" : "UNHEALTHY"]
+        if let state {
+            parts.append("local \(state.localTXID) durable \(state.durableTXID)")
+            let lag = lagSeconds.map { Self.duration($0) } ?? "?"
+            parts.append("lag \(lag)/\(state.pendingTransactions) tx")
+            parts.append("spool \(Self.bytes(state.pendingSpoolBytes))")
+        }
+        parts.append("uploaded \(Self.ago(record?.lastUpload, now: generatedAt))")
+        parts.append("snapshot \(Self.ago(record?.lastSnapshot, now: generatedAt))")
+        let today = requestsToday
+        parts.append("today " + RequestKind.allCases.map { "\($0.rawValue) \(today[$0])" }.joined(separator: " "))
+        switch uploader {
+        case .running(let pid): parts.append("uploader " + (pid.map { "pid \($0)" } ?? "running"))
+        case .none: parts.append("no uploader")
+        case .unknown: parts.append("uploader ?")
+        }
+        if let v = verification {
+            parts.append("verified \(v.passed ? "ok" : "FAILED") \(Self.ago(v.finishedAt, now: generatedAt))")
+        }
+        if let e = record?.lastError {
+            let when = Self.ago(e.at, now: generatedAt)
+            parts.append("last error \(when)\(e.resolvedAt == nil ? "" : " (resolved)"): \(e.message)")
+        }
+        var line = parts.joined(separator: "  ")
+        if !healthy { line += "  [" + problems.joined(separator: "; ") + "]" }
+        return line
+    }
+
+    static func format(_ date: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: date)
+    }
+
+    /// `0.4s`, `42s`, `5m`, `3h`, `2d`.
+    public static func duration(_ seconds: Double) -> String {
+        if seconds < 10 { return String(format: "%.1fs", seconds) }
+        if seconds < 120 { return "\(Int(seconds))s" }
+        if seconds < 7200 { return "\(Int(seconds / 60))m" }
+        if seconds < 172_800 { return "\(Int(seconds / 3600))h" }
+        return "\(Int(seconds / 86400))d"
+    }
+
+    public static func ago(_ date: Date?, now: Date) -> String {
+        guard let date else { return "never" }
+        return duration(max(0, now.timeIntervalSince(date))) + " ago"
+    }
+
+    /// `512 B`, `48.0 KiB`, `3.2 MiB`, `1.1 GiB`.
+    public static func bytes(_ n: UInt64) -> String {
+        if n < 1024 { return "\(n) B" }
+        let units = ["KiB", "MiB", "GiB", "TiB"]
+        var value = Double(n) / 1024
+        var i = 0
+        while value >= 1024 && i < units.count - 1 {
+            value /= 1024
+            i += 1
+        }
+        return String(format: "%.1f %@", value, units[i])
+    }
+
+    // MARK: - JSON
+
+    private enum Key: String, CodingKey {
+        case database, replica, generatedAt, healthy, problems, localTXID, durableTXID, lagSeconds, lagTransactions
+        case maxLagSeconds, pendingSpoolBytes, lastCommit, lastUpload, lastSnapshot, filesUploaded, bytesUploaded
+        case requestsToday, lastError, fenced, uploader, verification
+    }
+
+    private struct UploaderJSON: Encodable {
+        var running: Bool
+        var pid: Int32?
+        var probeError: String?
+    }
+
+    /// A flat object for machines (`vfs-status --json`, the dashboard's `/status.json`); dates
+    /// in ISO 8601 with `UploaderRecord.makeEncoder()`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(database, forKey: .database)
+        try c.encode(replica, forKey: .replica)
+        try c.encode(generatedAt, forKey: .generatedAt)
+        try c.encode(healthy, forKey: .healthy)
+        try c.encode(problems, forKey: .problems)
+        try c.encodeIfPresent(state?.localTXID, forKey: .localTXID)
+        try c.encodeIfPresent(state?.durableTXID, forKey: .durableTXID)
+        try c.encodeIfPresent(lagSeconds, forKey: .lagSeconds)
+        try c.encodeIfPresent(state?.pendingTransactions, forKey: .lagTransactions)
+        try c.encode(maxLagSeconds, forKey: .maxLagSeconds)
+        try c.encodeIfPresent(state?.pendingSpoolBytes, forKey: .pendingSpoolBytes)
+        try c.encodeIfPresent(state?.lastCommit, forKey: .lastCommit)
+        try c.encodeIfPresent(record?.lastUpload, forKey: .lastUpload)
+        try c.encodeIfPresent(record?.lastSnapshot, forKey: .lastSnapshot)
+        try c.encode(record?.filesUploaded ?? 0, forKey: .filesUploaded)
+        try c.encode(record?.bytesUploaded ?? 0, forKey: .bytesUploaded)
+        try c.encode(requestsToday, forKey: .requestsToday)
+        try c.encodeIfPresent(record?.lastError, forKey: .lastError)
+        try c.encodeIfPresent(record?.fenced, forKey: .fenced)
+        switch uploader {
+        case .running(let pid): try c.encode(UploaderJSON(running: true, pid: pid), forKey: .uploader)
+        case .none: try c.encode(UploaderJSON(running: false), forKey: .uploader)
+        case .unknown(let why): try c.encode(UploaderJSON(running: false, probeError: why), forKey: .uploader)
+        }
+        try c.encodeIfPresent(verification, forKey: .verification)
+    }
+}
+
+/// Every database's report in one JSON document (`vfs-status --json`, the dashboard's
+/// `/status.json`).
+public struct StatusDocument: Sendable, Equatable, Encodable {
+    public var generatedAt: Date
+    public var healthy: Bool
+    public var databases: [StatusReport]
+
+    public init(reports: [StatusReport], generatedAt: Date = Date()) {
+        self.generatedAt = generatedAt
+        self.healthy = reports.allSatisfy(\.healthy)
+        self.databases = reports
+    }
+
+    /// Pretty-printed JSON, keys sorted, dates in ISO 8601.
+    public func jsonData() throws -> Data {
+        let encoder = UploaderRecord.makeEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return try encoder.encode(self)
+    }
+}
