@@ -75,6 +75,8 @@ typedef struct VRState {
     _Atomic uint32_t workGen;  /* futex: bumped when an uploader has work (a commit waits, a flush) */
     _Atomic uint32_t shipGen;  /* futex: bumped when shippedTxid moves */
     _Atomic uint64_t waitTxid; /* highest TXID a committer waits to see durable */
+    _Atomic uint64_t txidFloor; /* the next TXID is above this (the replica is ahead of the spool) */
+    uint64_t lineageId;         /* random, identifies this database's writer in replica files */
 } VRState;
 
 _Static_assert(sizeof(VRState) <= VR_STATE_SIZE, "state fits its page");
@@ -113,6 +115,11 @@ struct vr_db {
 static pthread_mutex_t gMutex = PTHREAD_MUTEX_INITIALIZER;
 static vr_db *gDbs = NULL;
 static vr_stats gStats;
+
+static uint64_t nextTxid(VRState *s) {
+    uint64_t floor = atomic_load(&s->txidFloor);
+    return (s->lastTxid > floor ? s->lastTxid : floor) + 1;
+}
 
 static void stateBegin(VRState *s) { atomic_fetch_add_explicit(&s->seq, 1, memory_order_acq_rel); }
 static void stateEnd(VRState *s) { atomic_fetch_add_explicit(&s->seq, 1, memory_order_acq_rel); }
@@ -253,6 +260,17 @@ static int openState(vr_db *db, char *err, size_t errLen) {
         close(fd);
         return -1;
     }
+    if (s->lineageId == 0) {
+        uint64_t id = 0;
+        int rfd = vr_sys_open("/dev/urandom", O_RDONLY | O_CLOEXEC, 0);
+        if (rfd >= 0) {
+            if (read(rfd, &id, sizeof id) != (ssize_t)sizeof id) id = 0;
+            close(rfd);
+        }
+        if (id == 0) id = ((uint64_t)getpid() << 32) ^ (uint64_t)nowMs() ^ (uint64_t)(uintptr_t)s;
+        s->lineageId = id | 1; /* never 0: Litestream's files carry 0 */
+        fsync(fd);
+    }
     flock(fd, LOCK_UN);
     db->stateFd = fd;
     db->pState = s;
@@ -352,6 +370,7 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
         o->captures = s->captures;
         o->resets = s->resets;
         o->spoolSyncs = s->spoolSyncs;
+        o->lineageId = s->lineageId;
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&s->seq, memory_order_acquire) == a) return;
     }
@@ -414,6 +433,12 @@ void vr_db_kick(vr_db *db) {
 }
 
 uint64_t vr_db_wait_txid(vr_db *db) { return atomic_load(&db->pState->waitTxid); }
+
+void vr_db_raise_txid_floor(vr_db *db, uint64_t floor) {
+    VRState *s = db->pState;
+    uint64_t cur = atomic_load(&s->txidFloor);
+    while (cur < floor && !atomic_compare_exchange_weak(&s->txidFloor, &cur, floor)) {}
+}
 
 void vr_db_set_durability(vr_db *db, int remote, int64_t timeoutMs) {
     db->remote = remote;
@@ -760,7 +785,7 @@ static int resetLineage(vr_db *db, VRFile *f, const WalIdxHdr *h, const char *wh
     if (pageSize == 0) pageSize = s->pageSize;
     sqlite3_log(SQLITE_NOTICE, "vfsreplication: %s: %s; the next shipment is a snapshot", db->zPath, why);
     statAdd(&gStats.resets, 1);
-    return spoolMarker(db, VR_REC_RESET, s->lastTxid + 1, h, pageSize, pages);
+    return spoolMarker(db, VR_REC_RESET, nextTxid(s), h, pageSize, pages);
 }
 
 /* Copies WAL frames [first, h->mxFrame] into the spool as committed transactions.
@@ -778,7 +803,7 @@ static int captureFrames(vr_db *db, VRFile *f, const WalIdxHdr *h, uint32_t firs
     int rc = spoolOpenSegment(db);
     if (rc) return SQLITE_IOERR_WRITE;
     uint64_t off = s->appendOff;
-    uint64_t txid = s->lastTxid + 1;
+    uint64_t txid = nextTxid(s);
     uint32_t ck[2] = {seed1, seed2};
     uint32_t txFirst = first, txFrames = 0;
     uint64_t nCommits = 0, nFrames = 0;

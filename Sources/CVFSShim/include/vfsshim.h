@@ -80,6 +80,7 @@ typedef struct vr_state_view {
     uint64_t captures;       /* transactions captured (all processes) */
     uint64_t resets;         /* lineage breaks recorded */
     uint64_t spoolSyncs;     /* group fsyncs of the spool */
+    uint64_t lineageId;      /* random id of this database's writer, stored in its LTX files */
 } vr_state_view;
 
 typedef struct vr_db vr_db; /* opaque: one replicated database in this process */
@@ -122,6 +123,9 @@ void vr_db_set_durability(vr_db *_Nonnull db, int remote, int64_t timeoutMs);
 uint32_t vr_db_work_gen(vr_db *_Nonnull db);
 void vr_db_wait_work(vr_db *_Nonnull db, uint32_t gen, int64_t timeoutMs);
 void vr_db_kick(vr_db *_Nonnull db);
+/* Makes every TXID assigned from now on greater than `floor` (the replica holds TXIDs this
+ * spool never assigned, e.g. after a power loss rolled the local state back). */
+void vr_db_raise_txid_floor(vr_db *_Nonnull db, uint64_t floor);
 /* Highest TXID a committer waits to see durable (remote durability). */
 uint64_t vr_db_wait_txid(vr_db *_Nonnull db);
 

@@ -89,6 +89,9 @@ struct SpoolHandle: @unchecked Sendable {
     func workGeneration() -> UInt32 { vr_db_work_gen(raw) }
     func waitForWork(generation: UInt32, timeout: Duration) { vr_db_wait_work(raw, generation, timeout.milliseconds) }
     func kick() { vr_db_kick(raw) }
+    /// See `vr_db_raise_txid_floor`.
+    func raiseTXIDFloor(_ floor: UInt64) { vr_db_raise_txid_floor(raw, floor) }
+
     /// Highest TXID a committer waits to see durable.
     var waitedTXID: UInt64 { vr_db_wait_txid(raw) }
 

@@ -367,31 +367,52 @@ final class DatabaseUploader: @unchecked Sendable {
     /// exact continuation starts a new lineage with a snapshot.
     private func startUp() throws {
         let st = spool.state()
-        var replicaMax: UInt64 = 0
+        var newest: LTXFileInfo?
         for level in try replica.listLevels() {
-            if let last = try replica.listFiles(level: level).map(\.maxTXID).max() {
-                replicaMax = max(replicaMax, last)
+            for f in try replica.listFiles(level: level) where f.maxTXID > (newest?.maxTXID ?? 0) {
+                newest = f
             }
         }
+        let replicaMax = newest?.maxTXID ?? 0
         readPos = SpoolPosition(segment: st.shippedSeg, offset: st.shippedOff)
+        lastSeen = nil
         if replicaMax > 0 && replicaMax == st.shippedTxid {
             batch.reset(nextExpected: st.shippedTxid + 1)
             needSnapshot = false
-        } else if replicaMax > st.shippedTxid, let adopted = try ownUnrecordedUpload(replicaMax: replicaMax) {
-            // This database's own last upload, published just before its uploader died and
-            // before it could record it: take it as shipped.
-            logger.notice("found this database's last upload in the replica; continuing", metadata: ["txid": "\(replicaMax)"])
-            readPos = adopted
-            spool.setShipped(txid: replicaMax, position: adopted)
-            batch.reset(nextExpected: replicaMax + 1)
-            needSnapshot = false
-        } else if replicaMax > st.shippedTxid {
-            // Files this database never shipped: another app instance (a deploy overlap, a
-            // copied config) owns this replica. Never write on top of it.
-            throw ReplicationError(
-                .fenced,
-                "database \(config.path): replica \(replica.location) holds a lineage up to TXID \(replicaMax) that this database did not write (it shipped up to \(st.shippedTxid)); another writer owns it. Stop the other writer, or rebuild this database from the replica with vfs-rebuild (which lets it continue the lineage), or point the replica at a new location"
-            )
+        } else if let newest, replicaMax > st.shippedTxid {
+            // Files this spool did not record as shipped. Whose are they? Our files carry this
+            // database's lineage id in the LTX header's node id.
+            let local = try replica.fetch(newest)
+            defer { local.release() }
+            let header = try LTXDecoder.readHeader(path: local.path)
+            guard header.nodeID == st.lineageId else {
+                // Another app instance (a deploy overlap, a copied config) owns this replica.
+                throw ReplicationError(
+                    .fenced,
+                    "database \(config.path): replica \(replica.location) holds a lineage up to TXID \(replicaMax) written by another writer (id \(hex16(header.nodeID)); this database is \(hex16(st.lineageId))); another writer owns it. Stop the other writer, or rebuild this database from the replica with vfs-rebuild (which lets it continue the lineage), or point the replica at a new location"
+                )
+            }
+            if let adopted = try ownUnrecordedUpload(replicaMax: replicaMax, header: header) {
+                // Our last upload, published just before the uploader died and before it could
+                // record it: take it as shipped.
+                logger.notice("found this database's last upload in the replica; continuing", metadata: ["txid": "\(replicaMax)"])
+                readPos = adopted
+                spool.setShipped(txid: replicaMax, position: adopted)
+                batch.reset(nextExpected: replicaMax + 1)
+                needSnapshot = false
+            } else {
+                // Our lineage, but the local state is behind it (a power loss rolled the spool
+                // back): continue above the replica's TXIDs with a new snapshot, never a delta on
+                // top of a history the database may no longer have.
+                logger.warning(
+                    "the replica is ahead of this database's spool (power loss?); continuing with a new snapshot",
+                    metadata: ["replica.max_txid": "\(replicaMax)", "shipped_txid": "\(st.shippedTxid)"])
+                spool.raiseTXIDFloor(replicaMax)
+                readPos = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
+                needSnapshot = true
+                snapshotMinTXID = replicaMax + 1
+                batch.reset(nextExpected: nil)
+            }
         } else {
             if replicaMax > 0 {
                 logger.warning(
@@ -400,27 +421,18 @@ final class DatabaseUploader: @unchecked Sendable {
             }
             needSnapshot = true
             snapshotMinTXID = max(replicaMax, st.shippedTxid) + 1
+            spool.raiseTXIDFloor(snapshotMinTXID - 1)
             batch.reset(nextExpected: nil)
-            // What was shipped before is the starting point the spool continues from.
-            if st.shippedTxid > 0 { lastSeen = nil }
         }
         startedUp = true
     }
 
-    /// Whether the replica's newest file is an upload of this spool whose acknowledgment was
-    /// lost (kill -9 between the publish and recording it): the file's TXID was captured here and
-    /// its header carries the same commit time (ms) as the spooled record. Returns the spool
-    /// position after that record.
-    private func ownUnrecordedUpload(replicaMax: UInt64) throws -> SpoolPosition? {
+    /// Whether the replica's newest file (ours, by lineage id) is an upload of this spool whose
+    /// acknowledgment was lost (kill -9 between the publish and recording it): its TXID was
+    /// captured here with the same commit time. Returns the spool position after that record.
+    private func ownUnrecordedUpload(replicaMax: UInt64, header: LTXHeader) throws -> SpoolPosition? {
         let st = spool.state()
-        guard replicaMax <= st.lastTxid else { return nil }
-        var newest: LTXFileInfo?
-        for level in try replica.listLevels() {
-            for f in try replica.listFiles(level: level) where f.maxTXID == replicaMax && f.minTXID <= st.shippedTxid + 1 {
-                newest = f
-            }
-        }
-        guard let file = newest else { return nil }
+        guard replicaMax <= st.lastTxid, header.maxTXID == replicaMax else { return nil }
         var record: (ts: Int64, next: SpoolPosition)?
         let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
         if readPos < end {
@@ -433,11 +445,8 @@ final class DatabaseUploader: @unchecked Sendable {
                 }
             }
         }
-        guard let record else { return nil }
-        let local = try replica.fetch(file)
-        defer { local.release() }
-        let header = try LTXDecoder.readHeader(path: local.path)
-        return header.maxTXID == replicaMax && header.timestamp == record.ts ? record.next : nil
+        guard let record, header.timestamp == record.ts else { return nil }
+        return record.next
     }
 
     private var tempDirectory: String {
@@ -504,13 +513,13 @@ final class DatabaseUploader: @unchecked Sendable {
             return
         }
         guard point.txid >= snapshotMinTXID else {
-            throw ReplicationError(
-                .corruptSpool,
-                "database \(config.path): snapshot at TXID \(point.txid) would not be newer than the replica's TXID \(snapshotMinTXID - 1)")
+            // The replica already holds TXIDs up to the minimum: wait for a commit above it (the
+            // TXID floor makes every new one so).
+            return
         }
         let header = LTXHeader(
             pageSize: snap.pageSize, commit: snap.commit, minTXID: 1, maxTXID: point.txid,
-            timestamp: point.timestampMs > 0 ? point.timestampMs : Self.nowMs())
+            timestamp: point.timestampMs > 0 ? point.timestampMs : Self.nowMs(), nodeID: spool.state().lineageId)
         let tmp = tempDirectory + "/snapshot-\(point.txid).ltx"
         defer { unlink(tmp) }
         let encoder = try LTXEncoder(path: tmp, header: header)
@@ -546,7 +555,7 @@ final class DatabaseUploader: @unchecked Sendable {
         guard !batch.isEmpty else { return }
         let header = LTXHeader(
             pageSize: batch.pageSize, commit: batch.commitPages, minTXID: batch.minTXID, maxTXID: batch.maxTXID,
-            timestamp: batch.timestampMs)
+            timestamp: batch.timestampMs, nodeID: spool.state().lineageId)
         let tmp = tempDirectory + "/\(LTXFileInfo.fileName(minTXID: batch.minTXID, maxTXID: batch.maxTXID))"
         defer { unlink(tmp) }
         let encoder = try LTXEncoder(path: tmp, header: header)
