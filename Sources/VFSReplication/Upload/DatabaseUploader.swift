@@ -366,6 +366,10 @@ final class DatabaseUploader: @unchecked Sendable {
     /// Compares what the replica holds with what this spool says was shipped; anything but an
     /// exact continuation starts a new lineage with a snapshot.
     private func startUp() throws {
+        // Temporary LTX files of an uploader that died (or of a power cut) are never reused.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tempDirectory)) ?? [] {
+            unlink(tempDirectory + "/" + name)
+        }
         let st = spool.state()
         var newest: LTXFileInfo?
         for level in try replica.listLevels() {
