@@ -29,7 +29,8 @@ public final class Replicator: @unchecked Sendable {
         for db in config.databases {
             let spool = try ReplicatedVFS.registerDatabase(path: db.path)
             let client = try makeReplicaClient(db.replica)
-            spool.setSpoolLimit(db.spoolMaxBytes, grow: false)
+            spool.setSpoolLimit(db.spoolMaxBytes, grow: db.spoolGrows)
+            spool.setDurability(remote: db.durability == .remote, timeout: db.durabilityTimeout)
             if let marker = RestoreMarker.load(forDatabase: spool.databasePath) {
                 if marker.replica == client.location, spool.adopt(marker) {
                     logger.info(

@@ -75,3 +75,51 @@ struct DurabilityTests {
         #expect(try c.scalar("PRAGMA replicated_last_commit").hasSuffix(" durable"))
     }
 }
+
+@Suite("Durability config")
+struct DurabilityConfigTests {
+    @Test func keysParseWithDefaultsAndErrors() throws {
+        let yaml = """
+            defaults:
+              durability: remote
+              durability-timeout: 3s
+            databases:
+              - path: a.db
+                replica: { url: file:///tmp/a }
+                group-commit-window: 5ms
+                spool-max-bytes: 64MiB
+                spool-full: grow
+              - path: b.db
+                replica: { url: file:///tmp/b }
+                durability: local
+            """
+        let config = try ReplicationConfig.parse(yaml: yaml, baseDirectory: "/srv", environment: [:], sourceName: "r.yml")
+        let a = try #require(config.database(forPath: "/srv/a.db"))
+        let b = try #require(config.database(forPath: "/srv/b.db"))
+        #expect(a.durability == .remote && a.durabilityTimeout == .seconds(3) && a.groupCommitWindow == .milliseconds(5))
+        #expect(a.spoolGrows && a.spoolMaxBytes == 64 << 20)
+        #expect(b.durability == .local && !b.spoolGrows && b.groupCommitWindow == .milliseconds(2))
+        let bad = """
+            databases:
+              - path: a.db
+                replica: { url: file:///tmp/a }
+                durability: sometimes
+            """
+        #expect(throws: ReplicationError.self) {
+            _ = try ReplicationConfig.parse(yaml: bad, baseDirectory: "/srv", environment: [:], sourceName: "r.yml")
+        }
+        do {
+            _ = try ReplicationConfig.parse(yaml: bad, baseDirectory: "/srv", environment: [:], sourceName: "r.yml")
+        } catch let e as ReplicationError {
+            #expect(e.message.contains("r.yml:4") && e.message.contains("'local' or 'remote'"), "\(e.message)")
+        }
+    }
+
+    @Test func remoteDurabilityFromTheConfigFile() throws {
+        let f = try ReplicatedFixture(maxDelay: "10s\n    durability: remote")
+        let c = try f.open()
+        try c.exec("CREATE TABLE t(x)")
+        try c.exec("INSERT INTO t VALUES (1)")
+        #expect(try c.scalar("PRAGMA replicated_last_commit").hasSuffix(" durable"))
+    }
+}

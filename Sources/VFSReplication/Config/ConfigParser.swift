@@ -9,7 +9,10 @@ struct ConfigParser {
     let environment: [String: String]
 
     static let topLevelKeys = ["defaults", "databases"]
-    static let policyKeys = ["max-delay", "spool-max-bytes", "retention", "snapshot-interval", "levels"]
+    static let policyKeys = [
+        "max-delay", "spool-max-bytes", "spool-full", "retention", "snapshot-interval", "levels", "durability",
+        "durability-timeout", "group-commit-window",
+    ]
     static let databaseKeys = ["path", "replica"] + policyKeys
     static let defaultsKeys = ["replica"] + policyKeys
     static let levelKeys = ["interval"]
@@ -71,6 +74,10 @@ struct ConfigParser {
     struct Layer {
         var maxDelay: Duration?
         var spoolMaxBytes: Int64?
+        var spoolGrows: Bool?
+        var durability: Durability?
+        var durabilityTimeout: Duration?
+        var groupCommitWindow: Duration?
         var retention: Duration?
         var snapshotInterval: Duration?
         var compactionIntervals: [Duration]?
@@ -239,6 +246,10 @@ struct ConfigParser {
             replica: replica,
             maxDelay: own.maxDelay ?? defaults.maxDelay ?? ReplicationConfig.defaultMaxDelay,
             spoolMaxBytes: own.spoolMaxBytes ?? defaults.spoolMaxBytes,
+            spoolGrows: own.spoolGrows ?? defaults.spoolGrows ?? false,
+            durability: own.durability ?? defaults.durability ?? .local,
+            durabilityTimeout: own.durabilityTimeout ?? defaults.durabilityTimeout ?? DatabaseConfig.defaultDurabilityTimeout,
+            groupCommitWindow: own.groupCommitWindow ?? defaults.groupCommitWindow ?? DatabaseConfig.defaultGroupCommitWindow,
             retention: own.retention ?? defaults.retention ?? MaintenancePolicy.defaultRetention,
             snapshotInterval: own.snapshotInterval ?? defaults.snapshotInterval
                 ?? MaintenancePolicy.defaultSnapshotInterval,
@@ -261,6 +272,29 @@ struct ConfigParser {
                 }
                 layer.spoolMaxBytes = size
             }
+        }
+        if let entry = fields["spool-full"], let text = try string(entry, scope: scope) {
+            switch text {
+            case "block": layer.spoolGrows = false
+            case "grow": layer.spoolGrows = true
+            default:
+                throw failure(entry.value, "'spool-full'\(scope.suffix) must be 'block' or 'grow', not '\(text)'")
+            }
+        }
+        if let entry = fields["durability"], let text = try string(entry, scope: scope) {
+            guard let value = Durability(rawValue: text) else {
+                throw failure(entry.value, "'durability'\(scope.suffix) must be 'local' or 'remote', not '\(text)'")
+            }
+            layer.durability = value
+        }
+        if let entry = fields["durability-timeout"], let value = try duration(entry, scope: scope) {
+            guard value > .zero else {
+                throw failure(entry.value, "'durability-timeout'\(scope.suffix) must be greater than zero")
+            }
+            layer.durabilityTimeout = value
+        }
+        if let entry = fields["group-commit-window"], let value = try duration(entry, scope: scope) {
+            layer.groupCommitWindow = value
         }
         for key in ["retention", "snapshot-interval"] {
             guard let entry = fields[key], let value = try duration(entry, scope: scope) else { continue }

@@ -122,6 +122,12 @@ public struct ReplicationConfig: Sendable, Equatable {
     }
 }
 
+/// When a commit returns: at once (`local`) or once durable in the replica (`remote`).
+public enum Durability: String, Sendable, Equatable {
+    case local
+    case remote
+}
+
 /// One replicated database.
 public struct DatabaseConfig: Sendable, Equatable {
     /// The database file: absolute and standardized (no `.`, `..` or `//`); symlinks are kept.
@@ -133,6 +139,19 @@ public struct DatabaseConfig: Sendable, Equatable {
     /// How many bytes of not-yet-shipped transactions the local spool may hold
     /// (`spool-max-bytes`); nil leaves the limit to the replicator.
     public var spoolMaxBytes: Int64?
+    /// At `spool-max-bytes`: false (`spool-full: block`, the default) holds new write transactions
+    /// (SQLITE_BUSY, so the app's busy timeout waits for the uploader); true (`grow`) goes on past
+    /// the bound with a warning. Nothing is ever dropped.
+    public var spoolGrows: Bool
+    /// `durability: local` (commit returns at once; shipped within max-delay) or `remote` (commit
+    /// returns once durable in the replica, or after `durabilityTimeout`). See RELIABILITY.md.
+    public var durability: Durability
+    /// How long a `remote` commit waits for the replica (`durability-timeout`, default 10s).
+    public var durabilityTimeout: Duration
+    /// How long a `remote` upload waits for more committers to join it (`group-commit-window`, default 2ms).
+    public var groupCommitWindow: Duration
+    public static let defaultDurabilityTimeout: Duration = .seconds(10)
+    public static let defaultGroupCommitWindow: Duration = .milliseconds(2)
     /// How far back a point-in-time restore reaches (`retention`, default 24h).
     public var retention: Duration
     /// The longest a change waits for a snapshot that includes it (`snapshot-interval`, default 24h).
@@ -146,6 +165,10 @@ public struct DatabaseConfig: Sendable, Equatable {
         replica: ReplicaConfig,
         maxDelay: Duration = ReplicationConfig.defaultMaxDelay,
         spoolMaxBytes: Int64? = nil,
+        spoolGrows: Bool = false,
+        durability: Durability = .local,
+        durabilityTimeout: Duration = DatabaseConfig.defaultDurabilityTimeout,
+        groupCommitWindow: Duration = DatabaseConfig.defaultGroupCommitWindow,
         retention: Duration = MaintenancePolicy.defaultRetention,
         snapshotInterval: Duration = MaintenancePolicy.defaultSnapshotInterval,
         compactionIntervals: [Duration] = MaintenancePolicy.defaultCompactionIntervals
@@ -154,6 +177,10 @@ public struct DatabaseConfig: Sendable, Equatable {
         self.replica = replica
         self.maxDelay = maxDelay
         self.spoolMaxBytes = spoolMaxBytes
+        self.spoolGrows = spoolGrows
+        self.durability = durability
+        self.durabilityTimeout = durabilityTimeout
+        self.groupCommitWindow = groupCommitWindow
         self.retention = retention
         self.snapshotInterval = snapshotInterval
         self.compactionIntervals = compactionIntervals

@@ -83,6 +83,7 @@ final class DatabaseUploader: @unchecked Sendable {
         self.policy = ShipPolicy(maxDelay: config.maxDelay)
         let tenth = config.maxDelay / 10
         self.pollInterval = min(max(tenth, .milliseconds(2)), .milliseconds(50))
+        self.groupCommitWindow = config.groupCommitWindow
         self.reader = SpoolReader(spool: spool)
     }
 
