@@ -99,7 +99,11 @@ let package = Package(
         ),
         .executableTarget(
             name: "vfs-bench",
-            dependencies: ["VFSReplication", "CVFSSQLiteLink", "CSQLite", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "VFSReplication", "CVFSSQLiteLink", "CSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/Tools/vfs-bench"
         ),
         // GRDB brings its own SQLite module; it lives in its own test target.

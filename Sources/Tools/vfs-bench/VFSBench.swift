@@ -8,7 +8,10 @@ struct VFSBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vfs-bench",
         abstract: "Load generator and benchmarks for the replicated VFS.",
-        subcommands: [Write.self])
+        subcommands: [
+            Write.self, Overhead.self, Lag.self, Idle.self, Restore.self, Durable.self, Multi.self,
+            Trial.self, LagRun.self,
+        ])
 }
 
 struct Write: ParsableCommand {
