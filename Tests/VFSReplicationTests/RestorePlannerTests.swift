@@ -149,3 +149,57 @@ struct RestorePlannerTests {
         #expect(error?.code == .invalidArgument)
     }
 }
+
+/// The planner's cost model and fallback: bytes and requests, files left out.
+@Suite("Restore planner: cost and fallback")
+struct RestorePlannerCostTests {
+    static let t0 = RestorePlannerTests.t0
+
+    static func f(_ level: Int, _ minTXID: UInt64, _ maxTXID: UInt64, size: Int64) -> LTXFileInfo {
+        LTXFileInfo(
+            level: level, minTXID: minTXID, maxTXID: maxTXID, size: size,
+            createdAt: t0.addingTimeInterval(Double(maxTXID)))
+    }
+
+    @Test func compactedFilesSaveBytesAndRequests() throws {
+        // A typical compacted replica: the snapshot, an hour, a few 5-minute slots, then batches.
+        let files =
+            [Self.f(9, 1, 100, size: 10 << 20), Self.f(3, 101, 200, size: 2 << 20), Self.f(2, 201, 220, size: 400 << 10)]
+            + (101...230).map { Self.f(0, UInt64($0), UInt64($0), size: 30 << 10) }
+            + (101...220).map { Self.f(1, UInt64($0), UInt64($0), size: 40 << 10) }
+        let plan = try RestorePlanner.plan(files: files, target: .latest)
+        #expect(
+            RestorePlannerTests.ranges(plan)
+                == ["L9:1-100", "L3:101-200", "L2:201-220"] + (221...230).map { "L0:\($0)-\($0)" })
+        #expect(plan.requests == 13)
+        #expect(plan.bytes == (10 << 20) + (2 << 20) + (400 << 10) + 10 * (30 << 10))
+    }
+
+    @Test func fewerBytesBeatFewerFilesWhenTheDifferenceIsLarge() throws {
+        // One 50 MB compacted file or ten small batches for the same TXIDs: the batches.
+        let files =
+            [Self.f(9, 1, 10, size: 1000), Self.f(1, 11, 20, size: 50 << 20)]
+            + (11...20).map { Self.f(0, UInt64($0), UInt64($0), size: 1000) }
+        let plan = try RestorePlanner.plan(files: files, target: .latest)
+        #expect(plan.files.count == 11)
+        #expect(plan.files.allSatisfy { $0.level != 1 })
+    }
+
+    @Test func excludedFilesAreReplacedByLowerLevels() throws {
+        let files = [Self.f(9, 1, 3, size: 100), Self.f(1, 4, 8, size: 100)] + (4...8).map { Self.f(0, UInt64($0), UInt64($0), size: 100) }
+        let plan = try RestorePlanner.plan(files: files, target: .latest, excluding: [Self.f(1, 4, 8, size: 0)])
+        #expect(RestorePlannerTests.ranges(plan) == ["L9:1-3", "L0:4-4", "L0:5-5", "L0:6-6", "L0:7-7", "L0:8-8"])
+        // Without the lower levels, leaving the compacted file out is a gap.
+        let error = #expect(throws: ReplicationError.self) {
+            try RestorePlanner.plan(
+                files: [Self.f(9, 1, 3, size: 100), Self.f(1, 4, 8, size: 100)], target: .latest,
+                excluding: [Self.f(1, 4, 8, size: 100)])
+        }
+        #expect(error?.code == .gap)
+    }
+
+    @Test func restorePointsAreTheReachableFileEnds() {
+        let files = [Self.f(9, 1, 3, size: 1), Self.f(1, 4, 8, size: 1), Self.f(0, 4, 4, size: 1), Self.f(0, 12, 12, size: 1)]
+        #expect(RestorePlanner.restorePoints(files: files) == [3, 4, 8])
+    }
+}

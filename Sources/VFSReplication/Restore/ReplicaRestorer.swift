@@ -13,11 +13,14 @@ public struct RestoreOptions: Sendable, Equatable {
     /// Check the rebuilt database (database checksum when the files carry one, and
     /// `PRAGMA integrity_check`). LTX file checksums are always verified.
     public var verify: Bool
+    /// Files downloaded at once (ahead of the one being applied).
+    public var downloads: Int
 
-    public init(target: RestoreTarget = .latest, force: Bool = false, verify: Bool = true) {
+    public init(target: RestoreTarget = .latest, force: Bool = false, verify: Bool = true, downloads: Int = 4) {
         self.target = target
         self.force = force
         self.verify = verify
+        self.downloads = downloads
     }
 }
 
@@ -31,13 +34,22 @@ public struct RestoreResult: Sendable, Equatable {
     /// Database size in pages.
     public var pageCount: UInt32
     public var pageSize: UInt32
-    /// Files applied, in order.
+    /// Files applied, in chain order.
     public var files: [LTXFileInfo]
     /// True when `PRAGMA integrity_check` ran and said ok.
     public var integrityChecked: Bool
     /// True when the result's database checksum was compared with the last file's post-apply
     /// checksum (only possible for files written without NoChecksum).
     public var checksumVerified: Bool
+    /// Files that could not be used (corrupt or missing), each with the reason; lower levels
+    /// stood in for them.
+    public var skipped: [String] = []
+    /// Bytes of LTX files downloaded and applied (in the plan that succeeded).
+    public var bytes: Int64 = 0
+    /// Pages written to the output (each page once).
+    public var pagesWritten: Int = 0
+    /// Seconds from the first download to the rename into place.
+    public var seconds: Double = 0
 }
 
 /// Rebuilds a SQLite database file from a replica.
@@ -49,10 +61,15 @@ public struct RestoreResult: Sendable, Equatable {
 /// print(result.txid, result.pageCount)
 /// ```
 ///
-/// Files are applied in chain order straight into a temporary file next to the output (pages
-/// written with pwrite, the file truncated to each file's commit size), so memory stays at one
-/// page plus buffers whatever the database size. Then fsync, verification, and a rename into
-/// place (never over an existing file unless `force`). Blocking: call off the cooperative pool.
+/// Files are downloaded a few at a time (`RestoreOptions.downloads`) while they are applied,
+/// newest first: each page is written once, by the newest file that holds it (a version that a
+/// later file truncated away is skipped), so the snapshot, applied last, only fills what nothing
+/// newer wrote. Consecutive pages go out in large `pwrite`s into a temporary file next to the
+/// output. Memory stays at a read window, a write run and a bit per page, whatever the database
+/// size or the number of files. A corrupt or missing file makes the restore plan again without
+/// it: lower levels stand in when they cover the same transactions, otherwise the error names the
+/// file. Then fsync, verification, and a rename into place (never over an existing file unless
+/// `force`). Blocking: call off the cooperative pool.
 public enum ReplicaRestorer {
     /// Every LTX file of every level, sorted by level, then TXID range.
     public static func listFiles(_ client: any ReplicaClient) throws -> [LTXFileInfo] {
@@ -61,9 +78,9 @@ public enum ReplicaRestorer {
         return files
     }
 
-    /// Lists the replica and plans a restore to `target`.
-    /// For a time target, files listed without a time get it from their LTX header.
-    public static func plan(_ client: any ReplicaClient, target: RestoreTarget) throws -> RestorePlan {
+    /// Lists the replica for a restore to `target`: files listed without a time get it from
+    /// their LTX header when the target is a time.
+    public static func listFiles(_ client: any ReplicaClient, for target: RestoreTarget) throws -> [LTXFileInfo] {
         var files = try listFiles(client)
         if case .timestamp = target {
             for i in files.indices where files[i].createdAt == nil {
@@ -72,33 +89,107 @@ public enum ReplicaRestorer {
                 files[i].createdAt = try LTXDecoder.readHeader(path: local.path).date
             }
         }
-        return try RestorePlanner.plan(files: files, target: target, location: client.location)
+        return files
+    }
+
+    /// Lists the replica and plans a restore to `target`.
+    public static func plan(_ client: any ReplicaClient, target: RestoreTarget) throws -> RestorePlan {
+        try RestorePlanner.plan(files: listFiles(client, for: target), target: target, location: client.location)
     }
 
     @discardableResult
     public static func restore(
         from client: any ReplicaClient, to outputPath: String, options: RestoreOptions = RestoreOptions(),
-        logger: Logger = Logger(label: "vfsreplication.restore")
+        logger: Logger = Logger(label: "vfsreplication.restore"), progress: ((RestoreProgress) -> Void)? = nil
     ) throws -> RestoreResult {
         try prepareOutput(outputPath, force: options.force)
-        let plan = try plan(client, target: options.target)
-        logger.info(
-            "restore plan",
-            metadata: [
-                "restore.replica": "\(client.location)", "restore.target": "\(options.target)",
-                "restore.txid": "\(hex16(plan.txid))", "restore.files": "\(plan.files.count)",
-            ])
-        return try apply(plan, from: client, to: outputPath, options: options, logger: logger)
+        let files = try listFiles(client, for: options.target)
+        var plan = try RestorePlanner.plan(files: files, target: options.target, location: client.location)
+        var skipped: [(file: LTXFileInfo, reason: String)] = []
+        while true {
+            logger.info(
+                "restore plan",
+                metadata: [
+                    "restore.replica": "\(client.location)", "restore.target": "\(options.target)",
+                    "restore.txid": "\(hex16(plan.txid))", "restore.files": "\(plan.files.count)",
+                    "restore.bytes": "\(plan.bytes)",
+                ])
+            do {
+                var result = try applyPlan(
+                    plan, from: client, to: outputPath, options: options, logger: logger, progress: progress)
+                result.skipped = skipped.map { "\($0.file): \($0.reason)" }
+                return result
+            } catch let failure as UnusableFile {
+                skipped.append((failure.file, failure.error.message))
+                plan = try fallback(
+                    from: plan, files: files, skipping: skipped.map(\.file), failure: failure, client: client,
+                    target: options.target)
+                logger.warning(
+                    "replica file unusable; restoring through other files",
+                    metadata: [
+                        "restore.file": "\(failure.file)", "restore.error": "\(failure.error.message)",
+                        "restore.files": "\(plan.files.count)",
+                    ])
+            }
+        }
     }
 
-    /// Applies a plan made by `RestorePlanner`.
+    /// Plans again without the files that failed; the new plan must reach the same point.
+    private static func fallback(
+        from plan: RestorePlan, files: [LTXFileInfo], skipping: [LTXFileInfo], failure: UnusableFile,
+        client: any ReplicaClient, target: RestoreTarget
+    ) throws -> RestorePlan {
+        let replanned: RestorePlan
+        do {
+            replanned = try RestorePlanner.plan(
+                files: files, target: target, location: client.location, excluding: skipping)
+        } catch let error as ReplicationError {
+            throw ReplicationError(
+                failure.error.code,
+                "\(failure.error.message); no other files in the replica cover TXIDs "
+                    + "\(hex16(failure.file.minTXID))-\(hex16(failure.file.maxTXID)) (\(error.message))")
+        }
+        guard replanned.txid >= plan.txid else {
+            throw ReplicationError(
+                failure.error.code,
+                "\(failure.error.message); no other files in the replica cover TXIDs "
+                    + "\(hex16(failure.file.minTXID))-\(hex16(failure.file.maxTXID)): without \(failure.file) "
+                    + "the restore would stop at TXID \(hex16(replanned.txid)) instead of \(hex16(plan.txid))")
+        }
+        return replanned
+    }
+
+    /// A file of the plan that cannot be used: corrupt, or gone from the replica.
+    private struct UnusableFile: Error {
+        var file: LTXFileInfo
+        var error: ReplicationError
+    }
+
+    /// Applies a plan made by `RestorePlanner` (without falling back: a corrupt or missing file
+    /// fails it; `restore` plans around such files).
     @discardableResult
     public static func apply(
         _ plan: RestorePlan, from client: any ReplicaClient, to outputPath: String, options: RestoreOptions,
-        logger: Logger = Logger(label: "vfsreplication.restore")
+        logger: Logger = Logger(label: "vfsreplication.restore"), progress: ((RestoreProgress) -> Void)? = nil
     ) throws -> RestoreResult {
-        guard !plan.files.isEmpty else { throw ReplicationError(.invalidArgument, "empty restore plan") }
+        do {
+            return try applyPlan(plan, from: client, to: outputPath, options: options, logger: logger, progress: progress)
+        } catch let failure as UnusableFile {
+            throw failure.error
+        }
+    }
+
+    private static func applyPlan(
+        _ plan: RestorePlan, from client: any ReplicaClient, to outputPath: String, options: RestoreOptions,
+        logger: Logger, progress: ((RestoreProgress) -> Void)?
+    ) throws -> RestoreResult {
+        guard let snapshot = plan.files.first else { throw ReplicationError(.invalidArgument, "empty restore plan") }
+        guard snapshot.minTXID == 1 else {
+            throw ReplicationError(
+                .gap, "restore must start with a snapshot, \(snapshot) starts at TXID \(hex16(snapshot.minTXID))")
+        }
         try prepareOutput(outputPath, force: options.force)
+        let started = Date()
         let directory = LTXIO.directory(of: outputPath)
         let temp =
             directory
@@ -110,67 +201,86 @@ public enum ReplicaRestorer {
             LTXIO.unlink(temp)  // after a successful rename this path no longer exists
         }
 
-        var writer: PageWriter?
-        var last: (header: LTXHeader, trailer: LTXTrailer, file: LTXFileInfo)?
-        for file in plan.files {
-            let local = try client.fetch(file)
-            defer { local.release() }
-            let decoder = try LTXDecoder(path: local.path)
-            let header = decoder.header
-            guard header.minTXID == file.minTXID, header.maxTXID == file.maxTXID else {
-                throw LTXDecoder.corrupt(
-                    local.path,
-                    "header says TXIDs \(hex16(header.minTXID))-\(hex16(header.maxTXID)) "
-                        + "but the file is named \(file.name)"
-                )
+        // Newest first: the first file applied decides the final size and the page size.
+        let order = Array(plan.files.reversed())
+        let prefetcher = Prefetcher(client: client, files: order, concurrency: options.downloads)
+        defer { prefetcher.cancel() }
+        var applier: NewestFirstApplier?
+        var final: (header: LTXHeader, trailer: LTXTrailer, file: LTXFileInfo)?
+        var report = RestoreProgress(
+            filesDone: 0, filesTotal: order.count, bytesDone: 0, bytesTotal: plan.bytes, elapsed: 0)
+        progress?(report)
+        for file in order {
+            let local: LocalLTXFile
+            do {
+                local = try prefetcher.next()
+            } catch let error as ReplicationError where error.code == .missingReplica || error.code == .corruptReplicaFile {
+                throw UnusableFile(file: file, error: error)
             }
-            if let previous = last {
-                guard header.pageSize == previous.header.pageSize else {
+            defer { local.release() }
+            do {
+                let decoder = try LTXDecoder(path: local.path)
+                let header = decoder.header
+                guard header.minTXID == file.minTXID, header.maxTXID == file.maxTXID else {
                     throw LTXDecoder.corrupt(
                         local.path,
-                        "page size \(header.pageSize) differs from \(previous.file) (\(previous.header.pageSize))")
+                        "header says TXIDs \(hex16(header.minTXID))-\(hex16(header.maxTXID)) "
+                            + "but the file is named \(file.name)")
                 }
-                guard header.minTXID <= previous.header.maxTXID + 1 else {
-                    throw ReplicationError(.gap, "\(file) does not continue \(previous.file)")
+                if let final {
+                    guard header.pageSize == final.header.pageSize else {
+                        throw LTXDecoder.corrupt(
+                            local.path,
+                            "page size \(header.pageSize) differs from \(final.file) (\(final.header.pageSize))")
+                    }
+                } else {
+                    applier = try NewestFirstApplier(
+                        fd: fd, path: temp, pageSize: Int(header.pageSize), finalCommit: header.commit)
                 }
-            } else {
-                guard header.isSnapshot else {
+                if case .timestamp(let date) = options.target, header.date > date {
                     throw ReplicationError(
-                        .gap, "restore must start with a snapshot, \(file) starts at TXID \(hex16(header.minTXID))")
+                        .gap,
+                        "\(file): its header time \(RestorePlanner.format(header.date)) "
+                            + "is after the target \(RestorePlanner.format(date))"
+                    )
                 }
-                writer = PageWriter(fd: fd, path: temp, pageSize: Int(header.pageSize))
+                let base = report.bytesDone
+                try applier!.apply(decoder) { consumed in
+                    report.bytesDone = base + min(consumed, file.size)
+                    report.elapsed = Date().timeIntervalSince(started)
+                    progress?(report)
+                }
+                if final == nil { final = (header, decoder.trailer!, file) }
+                report.bytesDone = base + file.size
+                logger.debug(
+                    "applied",
+                    metadata: [
+                        "restore.file": "\(file)", "restore.pages": "\(decoder.pageCount)",
+                        "restore.commit": "\(header.commit)",
+                    ])
+            } catch let error as ReplicationError where error.code == .corruptReplicaFile {
+                throw UnusableFile(file: file, error: error)
             }
-            if case .timestamp(let date) = options.target, header.date > date {
-                throw ReplicationError(
-                    .gap,
-                    "\(file): its header time \(RestorePlanner.format(header.date)) "
-                        + "is after the target \(RestorePlanner.format(date))"
-                )
-            }
-            try writer!.apply(decoder)
-            try LTXIO.ftruncate(fd, size: Int64(header.commit) * Int64(header.pageSize), path: temp)
-            last = (header, decoder.trailer!, file)
-            logger.debug(
-                "applied",
-                metadata: [
-                    "restore.file": "\(file)", "restore.pages": "\(decoder.pageCount)",
-                    "restore.commit": "\(header.commit)",
-                ])
+            report.filesDone += 1
+            report.elapsed = Date().timeIntervalSince(started)
+            report.finished = report.filesDone == report.filesTotal
+            progress?(report)
         }
-        let final = last!
+        let last = final!
+        let pagesWritten = applier!.pagesWritten
         try LTXIO.fsync(fd, path: temp)
 
         var checksumVerified = false
         var integrityChecked = false
         if options.verify {
-            if !final.header.noChecksum && final.trailer.postApplyChecksum != 0 {
+            if !last.header.noChecksum && last.trailer.postApplyChecksum != 0 {
                 let sum = try LTXDatabaseChecksum.ofDatabase(
-                    fd: fd, path: temp, pageSize: final.header.pageSize, pageCount: final.header.commit)
-                guard sum == final.trailer.postApplyChecksum else {
+                    fd: fd, path: temp, pageSize: last.header.pageSize, pageCount: last.header.commit)
+                guard sum == last.trailer.postApplyChecksum else {
                     throw ReplicationError(
                         .verificationFailed,
-                        "rebuilt database checksum \(hex16(sum)) differs from \(final.file)'s "
-                            + "post-apply checksum \(hex16(final.trailer.postApplyChecksum))"
+                        "rebuilt database checksum \(hex16(sum)) differs from \(last.file)'s "
+                            + "post-apply checksum \(hex16(last.trailer.postApplyChecksum))"
                     )
                 }
                 checksumVerified = true
@@ -195,16 +305,18 @@ public enum ReplicaRestorer {
                 .invalidArgument, "output \(outputPath) appeared during the restore; not overwritten")
         }
         try LTXIO.fsyncDirectory(directory)
+        let seconds = Date().timeIntervalSince(started)
         logger.info(
             "restored",
             metadata: [
                 "restore.output": "\(outputPath)", "restore.txid": "\(hex16(plan.txid))",
-                "restore.pages": "\(final.header.commit)",
+                "restore.pages": "\(last.header.commit)", "restore.seconds": "\(seconds)",
             ])
         return RestoreResult(
-            outputPath: outputPath, txid: final.header.maxTXID, timestamp: final.header.date,
-            pageCount: final.header.commit, pageSize: final.header.pageSize, files: plan.files,
-            integrityChecked: integrityChecked, checksumVerified: checksumVerified)
+            outputPath: outputPath, txid: last.header.maxTXID, timestamp: last.header.date,
+            pageCount: last.header.commit, pageSize: last.header.pageSize, files: plan.files,
+            integrityChecked: integrityChecked, checksumVerified: checksumVerified, bytes: plan.bytes,
+            pagesWritten: pagesWritten, seconds: seconds)
     }
 
     private static let sidecarSuffixes = ["-wal", "-shm", "-journal"]
@@ -232,36 +344,60 @@ public enum ReplicaRestorer {
     }
 }
 
-/// Writes decoded pages at their offsets, coalescing runs of consecutive pages into one pwrite.
-private struct PageWriter {
+/// Applies the files of a plan newest first into a file sized for the final database: a page
+/// is written only by the newest file holding it, and only if no later file truncated the
+/// database below it (that version is gone). Runs of consecutive pages go out in one pwrite.
+private struct NewestFirstApplier {
     let fd: Int32
     let path: String
     let pageSize: Int
+    /// Smallest database size of the files applied so far (all newer than the next one).
+    private var limit = UInt32.max
+    private var written: [UInt64]
     private var run: [UInt8] = []
     private var runStart: UInt32 = 0
     private var runCount = 0
     private var page: [UInt8]
-    private static let maxRunBytes = 1 << 20
+    private(set) var pagesWritten = 0
+    private static let maxRunBytes = 4 << 20
+    private static let progressEvery: Int64 = 8 << 20
 
-    init(fd: Int32, path: String, pageSize: Int) {
+    init(fd: Int32, path: String, pageSize: Int, finalCommit: UInt32) throws {
         self.fd = fd
         self.path = path
         self.pageSize = pageSize
         self.page = [UInt8](repeating: 0, count: pageSize)
-        run.reserveCapacity(max(PageWriter.maxRunBytes, pageSize))
+        self.written = [UInt64](repeating: 0, count: Int(finalCommit) / 64 + 1)
+        run.reserveCapacity(max(NewestFirstApplier.maxRunBytes, pageSize))
+        // Pages nothing writes (the lock page, pages lost to a truncation) read as zeros.
+        try LTXIO.ftruncate(fd, size: Int64(finalCommit) * Int64(pageSize), path: path)
     }
 
-    mutating func apply(_ decoder: LTXDecoder) throws {
+    /// Decodes every page of `decoder` (verifying the file), writing the ones that survive.
+    mutating func apply(_ decoder: LTXDecoder, progress: (Int64) -> Void) throws {
+        var nextReport = NewestFirstApplier.progressEvery
         while let pgno = try decoder.nextPage(into: &page) {
-            if runCount > 0 && (pgno != runStart + UInt32(runCount) || run.count + pageSize > PageWriter.maxRunBytes) {
-                try flush()
+            let index = Int(pgno - 1)
+            if pgno <= limit, written[index >> 6] & (1 << UInt64(index & 63)) == 0 {
+                if runCount > 0
+                    && (pgno != runStart + UInt32(runCount) || run.count + pageSize > NewestFirstApplier.maxRunBytes)
+                {
+                    try flush()
+                }
+                if runCount == 0 { runStart = pgno }
+                run += page
+                runCount += 1
+                written[index >> 6] |= 1 << UInt64(index & 63)
+                pagesWritten += 1
             }
-            if runCount == 0 { runStart = pgno }
-            run += page
-            runCount += 1
+            if decoder.bytesConsumed >= nextReport {
+                progress(decoder.bytesConsumed)
+                nextReport = decoder.bytesConsumed + NewestFirstApplier.progressEvery
+            }
         }
         // The whole file has now been verified (a corrupt file fails the restore and its temp output).
         try flush()
+        limit = min(limit, decoder.header.commit)
     }
 
     private mutating func flush() throws {

@@ -27,6 +27,10 @@ public struct RestorePlan: Sendable, Equatable {
     public var txid: UInt64 { files.last?.maxTXID ?? 0 }
     /// Timestamp of the last file (its `createdAt`).
     public var timestamp: Date? { files.last?.createdAt }
+    /// Bytes to download.
+    public var bytes: Int64 { files.reduce(0) { $0 + $1.size } }
+    /// GET requests to download the files (one per file; the listing is not counted).
+    public var requests: Int { files.count }
 
     public init(target: RestoreTarget, files: [LTXFileInfo]) {
         self.target = target
@@ -41,19 +45,26 @@ public struct RestorePlan: Sendable, Equatable {
 /// for file in plan.files { ... apply ... }
 /// ```
 ///
-/// Like Litestream 0.5 (replica.go `CalcRestorePlan`): start from the newest level-9 snapshot
-/// at or below the target, then repeatedly take — from any of levels 0-8 — the file that
-/// overlaps the next TXID (minTXID <= next <= maxTXID) and reaches furthest without passing the
-/// target (ties: smaller minTXID, then higher level). A file with minTXID 1 is itself a full
-/// snapshot (our level-0 snapshots), and restarts the chain. Unlike Litestream it never returns
-/// a silently shorter chain: any gap between the chain's end and later files is an error naming
-/// the missing TXIDs and the neighbouring files.
+/// The restore point is the furthest TXID (at most the target) that a chain of files can reach:
+/// a chain starts with a snapshot (a file with minTXID 1, normally level 9), and each next file
+/// overlaps the TXID after the chain's end (minTXID <= next <= maxTXID), from any level. Among
+/// the chains that reach that point it takes the cheapest: bytes to download plus
+/// `requestCostBytes` per file (ties: fewer files, then higher levels), which in a compacted
+/// replica is the newest snapshot at or before the target, then the compacted files, then level
+/// 0 — as Litestream 0.5 picks (replica.go `CalcRestorePlan`), but by cost rather than greedily.
+/// A time target only uses files stamped at or before it. It never returns a silently shorter
+/// chain: files past the restore point that the target would want are a gap, an error naming the
+/// missing TXIDs and the neighbouring files. `excluding` removes files (say, a corrupt compacted
+/// file) so that lower levels can stand in for them.
 public enum RestorePlanner {
     public static let snapshotLevel = 9
+    /// What one more file (one more GET) is worth, in bytes, when comparing chains.
+    public static let requestCostBytes: Int64 = 256 << 10
 
-    public static func plan(files: [LTXFileInfo], target: RestoreTarget, location: String = "replica") throws
-        -> RestorePlan
-    {
+    public static func plan(
+        files: [LTXFileInfo], target: RestoreTarget, location: String = "replica",
+        excluding excluded: [LTXFileInfo] = []
+    ) throws -> RestorePlan {
         guard !files.isEmpty else {
             throw ReplicationError(.missingReplica, "no LTX files in \(location)")
         }
@@ -72,32 +83,141 @@ public enum RestorePlanner {
             case .timestamp(let date): return f.createdAt! <= date
             }
         }
-        func better(_ a: LTXFileInfo, than b: LTXFileInfo) -> Bool {
-            if a.maxTXID != b.maxTXID { return a.maxTXID > b.maxTXID }
-            if a.minTXID != b.minTXID { return a.minTXID < b.minTXID }
-            return a.level > b.level
-        }
-
-        var chain: [LTXFileInfo] = []
-        if let snapshot = files.filter({ $0.level == snapshotLevel && $0.minTXID == 1 && eligible($0) })
-            .max(by: { better($1, than: $0) })
+        let skipped = Set(excluded.map(FileKey.init))
+        let usable = files.filter { !skipped.contains(FileKey($0)) }
+        let candidates = usable.filter(eligible)
+        let chain = cheapestChain(candidates)
+        let reached = chain.last?.maxTXID ?? 0
+        try checkReached(reached, chain: chain, files: usable, eligible: eligible, target: target, location: location)
+        // Left-out files would have taken the restore further: never return a shorter chain.
+        if let lost = files.filter({ skipped.contains(FileKey($0)) && eligible($0) && $0.maxTXID > reached })
+            .min(by: { $0.minTXID < $1.minTXID })
         {
-            chain.append(snapshot)
+            throw ReplicationError(
+                .gap,
+                "\(location): \(lost) cannot be used and no other files cover TXIDs "
+                    + "\(hex16(max(reached + 1, lost.minTXID)))-\(hex16(lost.maxTXID)); cannot restore \(target)")
         }
-        var reached = chain.last?.maxTXID ?? 0
-        let incremental = files.filter { $0.level != snapshotLevel && eligible($0) }
-        while true {
-            if case .txid(let txid) = target, reached >= txid { break }
-            let next = reached + 1
-            let candidates = incremental.filter { $0.minTXID <= next && $0.maxTXID >= next }
-            guard let pick = candidates.max(by: { better($1, than: $0) }) else { break }
-            if pick.minTXID == 1 { chain.removeAll() }  // a full snapshot: earlier files are moot
-            chain.append(pick)
-            reached = pick.maxTXID
+        return RestorePlan(target: target, files: chain)
+    }
+
+    /// Identity of a replica file, whatever its listed size or time.
+    private struct FileKey: Hashable {
+        var level: Int
+        var minTXID: UInt64
+        var maxTXID: UInt64
+        init(_ f: LTXFileInfo) {
+            level = f.level
+            minTXID = f.minTXID
+            maxTXID = f.maxTXID
+        }
+    }
+
+    /// A way to reach a TXID: its cost and the last file used (and where that file was applied).
+    private struct Step {
+        var cost: Int64
+        var count: Int
+        var file: LTXFileInfo
+        var from: UInt64
+
+        func isBetter(than other: Step) -> Bool {
+            if cost != other.cost { return cost < other.cost }
+            if count != other.count { return count < other.count }
+            if file.level != other.file.level { return file.level > other.file.level }
+            return file.minTXID < other.file.minTXID
+        }
+    }
+
+    /// Every TXID some chain of `files` reaches: the replica's restore points.
+    public static func restorePoints(files: [LTXFileInfo]) -> Set<UInt64> {
+        Set(cheapestSteps(files).keys)
+    }
+
+    /// The cheapest chain to the furthest reachable TXID.
+    private static func cheapestChain(_ files: [LTXFileInfo]) -> [LTXFileInfo] {
+        let best = cheapestSteps(files)
+        var chain: [LTXFileInfo] = []
+        var position = best.keys.max() ?? 0
+        while position > 0, let step = best[position] {
+            chain.append(step.file)
+            position = step.from
+        }
+        return chain.reversed()
+    }
+
+    /// The cheapest way to reach each reachable TXID. Positions (TXIDs reached) only grow along
+    /// a chain, so they are settled in ascending order (a shortest path in a DAG).
+    private static func cheapestSteps(_ files: [LTXFileInfo]) -> [UInt64: Step] {
+        var best: [UInt64: Step] = [:]
+        var queue = PositionQueue()
+        func relax(_ position: UInt64, _ step: Step) {
+            if let current = best[position], !step.isBetter(than: current) { return }
+            if best[position] == nil { queue.push(position) }
+            best[position] = step
+        }
+        for f in files where f.minTXID == 1 {
+            relax(f.maxTXID, Step(cost: f.size + requestCostBytes, count: 1, file: f, from: 0))
+        }
+        let incremental = files.filter { $0.minTXID > 1 }.sorted {
+            ($0.minTXID, $0.maxTXID) < ($1.minTXID, $1.maxTXID)
+        }
+        var nextIncremental = 0
+        var active: [LTXFileInfo] = []
+        while let position = queue.pop() {
+            guard let here = best[position] else { continue }
+            let next = position + 1
+            while nextIncremental < incremental.count, incremental[nextIncremental].minTXID <= next {
+                active.append(incremental[nextIncremental])
+                nextIncremental += 1
+            }
+            active.removeAll { $0.maxTXID < next }
+            for f in active {
+                relax(
+                    f.maxTXID,
+                    Step(cost: here.cost + f.size + requestCostBytes, count: here.count + 1, file: f, from: position))
+            }
+        }
+        return best
+    }
+
+    /// Ascending, duplicate-free queue of TXIDs (a binary min-heap).
+    private struct PositionQueue {
+        private var heap: [UInt64] = []
+        private var queued = Set<UInt64>()
+
+        mutating func push(_ value: UInt64) {
+            guard queued.insert(value).inserted else { return }
+            heap.append(value)
+            var child = heap.count - 1
+            while child > 0 {
+                let parent = (child - 1) / 2
+                guard heap[child] < heap[parent] else { break }
+                heap.swapAt(child, parent)
+                child = parent
+            }
         }
 
-        try checkReached(reached, chain: chain, files: files, eligible: eligible, target: target, location: location)
-        return RestorePlan(target: target, files: chain)
+        mutating func pop() -> UInt64? {
+            guard !heap.isEmpty else { return nil }
+            let top = heap[0]
+            let last = heap.removeLast()
+            if !heap.isEmpty {
+                heap[0] = last
+                var parent = 0
+                while true {
+                    let left = 2 * parent + 1
+                    let right = left + 1
+                    var smallest = parent
+                    if left < heap.count && heap[left] < heap[smallest] { smallest = left }
+                    if right < heap.count && heap[right] < heap[smallest] { smallest = right }
+                    if smallest == parent { break }
+                    heap.swapAt(parent, smallest)
+                    parent = smallest
+                }
+            }
+            queued.remove(top)
+            return top
+        }
     }
 
     private static func checkReached(
