@@ -2,8 +2,13 @@ import ArgumentParser
 import Foundation
 import VFSReplication
 
-/// `vfs-rebuild`: rebuild a SQLite database from its LTX replica, or list the replica's files.
-/// The work happens in `RebuildTool` (VFSReplication); this only parses arguments.
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `vfs-rebuild`: rebuild SQLite databases from their LTX replicas, or list or plan a restore.
+/// The work happens in `RebuildTool` (VFSReplication); this only parses arguments and draws
+/// progress on standard error.
 @main
 struct VFSRebuild: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,18 +20,23 @@ struct VFSRebuild: ParsableCommand {
               vfs-rebuild --config repl.yml --database /data/app.db --output /tmp/app.db --txid 42
               vfs-rebuild --replica file:///backups/app --output /tmp/app.db --timestamp 2025-01-31T12:00:00Z
               vfs-rebuild --list --replica file:///backups/app
+              vfs-rebuild --dry-run --replica file:///backups/app --timestamp 2025-01-31T12:00:00Z
+              vfs-rebuild --config repl.yml --all --if-db-not-exists      # before the app starts
             """)
 
-    @Option(help: "Configuration file naming the database and its replica (with --database).")
+    @Option(help: "Configuration file naming the databases and their replicas (with --database or --all).")
     var config: String?
 
-    @Option(help: "The database's configured path (with --config).")
+    @Option(help: "The database's configured path (with --config); the default output.")
     var database: String?
+
+    @Flag(help: "Restore every database of --config to its configured path.")
+    var all = false
 
     @Option(help: "Replica location, e.g. file:///backups/app.")
     var replica: String?
 
-    @Option(name: [.short, .long], help: "Where to write the rebuilt database.")
+    @Option(name: [.short, .long], help: "Where to write the rebuilt database (default with --database: its path).")
     var output: String?
 
     @Option(help: "Restore to this transaction: decimal, or 16 hex digits as in file names.")
@@ -38,46 +48,112 @@ struct VFSRebuild: ParsableCommand {
     @Flag(help: "Overwrite an existing output file.")
     var force = false
 
+    @Flag(name: .customLong("if-db-not-exists"), help: "Do nothing (and succeed) when the output file exists.")
+    var ifDatabaseNotExists = false
+
+    @Flag(help: "Do nothing (and succeed) when the replica has no files.")
+    var ifReplicaExists = false
+
     @Flag(help: "Skip the database checks (integrity_check, database checksum); LTX checksums are always checked.")
     var noVerify = false
 
-    @Flag(help: "List the replica's files (TXID range, time, level, file) instead of restoring.")
+    @Flag(help: "List the replica by level: files, sizes, restore points and their times.")
     var list = false
+
+    @Flag(help: "Print the restore plan (files, bytes, requests) without downloading anything.")
+    var dryRun = false
+
+    @Flag(help: "Print one JSON document instead of text.")
+    var json = false
+
+    @Option(help: "Files downloaded at once.")
+    var downloads = 4
+
+    @Flag(name: .shortAndLong, help: "No progress on standard error.")
+    var quiet = false
 
     @Flag(name: .shortAndLong, help: "Log each step.")
     var verbose = false
 
     func validate() throws {
-        switch (config, database, replica) {
-        case (nil, nil, .some): break
-        case (.some, .some, nil): break
-        default: throw ValidationError("give either --replica URL, or --config FILE with --database PATH")
+        switch (config, database, all, replica) {
+        case (nil, nil, false, .some): break
+        case (.some, .some, false, nil): break
+        case (.some, nil, true, nil): break
+        default:
+            throw ValidationError(
+                "give either --replica URL, or --config FILE with --database PATH, or --config FILE with --all")
         }
-        if list {
-            if output != nil || txid != nil || timestamp != nil {
-                throw ValidationError("--list takes no --output, --txid or --timestamp")
-            }
-        } else if output == nil {
-            throw ValidationError("--output is required (or use --list)")
+        if list && dryRun { throw ValidationError("give at most one of --list and --dry-run") }
+        if list && (output != nil || txid != nil || timestamp != nil) {
+            throw ValidationError("--list takes no --output, --txid or --timestamp")
+        }
+        if all && (list || dryRun || output != nil) {
+            throw ValidationError("--all restores each database to its configured path: no --list, --dry-run, --output")
+        }
+        if !list && !dryRun && !all && output == nil && database == nil {
+            throw ValidationError("--output is required (or use --list or --dry-run)")
         }
         if txid != nil && timestamp != nil { throw ValidationError("give at most one of --txid and --timestamp") }
+        if downloads < 1 || downloads > 64 { throw ValidationError("--downloads must be between 1 and 64") }
     }
 
     func run() throws {
         do {
-            var invocation = RebuildTool.Invocation(
-                source: replica.map { .replica(url: $0) } ?? .config(path: config!, database: database!))
+            let source: RebuildTool.Source
+            if let replica {
+                source = .replica(url: replica)
+            } else if all {
+                source = .allConfigured(path: config!)
+            } else {
+                source = .config(path: config!, database: database!)
+            }
+            var invocation = RebuildTool.Invocation(source: source)
             invocation.output = output
             invocation.list = list
+            invocation.dryRun = dryRun
+            invocation.json = json
             invocation.force = force
             invocation.verify = !noVerify
+            invocation.ifDatabaseNotExists = ifDatabaseNotExists
+            invocation.ifReplicaExists = ifReplicaExists
+            invocation.downloads = downloads
             invocation.verbose = verbose
             if let txid { invocation.target = .txid(try RebuildTool.parseTXID(txid)) }
             if let timestamp { invocation.target = .timestamp(try RebuildTool.parseTimestamp(timestamp)) }
-            try RebuildTool.run(invocation) { print($0) }
+            let terminal = isatty(STDERR_FILENO) != 0
+            let drawer = ProgressDrawer(terminal: terminal)
+            let showProgress = !quiet && (terminal || !json)
+            try RebuildTool.run(
+                invocation, emit: { print($0) },
+                progress: showProgress ? { name, progress in drawer.draw(name, progress) } : nil)
         } catch let error as ReplicationError {
             FileHandle.standardError.write(Data("vfs-rebuild: \(error.message)\n".utf8))
             throw ExitCode.failure
+        }
+    }
+}
+
+/// Draws restore progress on standard error: a bar on a terminal, plain lines otherwise.
+final class ProgressDrawer {
+    private let terminal: Bool
+    private var renderer: RestoreProgressRenderer
+    private var current: String?
+
+    init(terminal: Bool) {
+        self.terminal = terminal
+        renderer = RestoreProgressRenderer(terminal: terminal)
+    }
+
+    func draw(_ name: String, _ progress: RestoreProgress) {
+        if name != current {
+            current = name
+            renderer = RestoreProgressRenderer(terminal: terminal)
+            if !terminal { FileHandle.standardError.write(Data("restore: \(name)\n".utf8)) }
+        }
+        let now = Date().timeIntervalSinceReferenceDate
+        if let text = renderer.render(progress, now: now) {
+            FileHandle.standardError.write(Data(text.utf8))
         }
     }
 }
