@@ -65,6 +65,7 @@ struct LTXMergerTests {
             #expect(merged.header.commit == 12)
             #expect(merged.header.timestamp == 3000)
             #expect(merged.header.noChecksum)
+            #expect(merged.header.nodeID == 0)
             #expect(merged.pageCount == 6)
             let pages = try Self.pagesOf(dir + "/out")
             #expect(pages == [1: Self.page(11), 2: Self.page(22), 3: Self.page(33), 9: Self.page(29), 11: Self.page(41), 12: Self.page(42)])
@@ -197,6 +198,24 @@ struct LTXMergerTests {
             let error = #expect(throws: ReplicationError.self) { try LTXMerger.merge(inputs: [a, b], to: dir + "/o") }
             #expect(error?.code == .corruptReplicaFile)
             #expect(error?.message.contains(b) == true)
+        }
+    }
+
+    @Test func theLastInputsNodeIDIsKept() throws {
+        try TestSupport.withTemporaryDirectory { dir in
+            var paths: [String] = []
+            for (i, node) in [UInt64(7), 9].enumerated() {
+                let header = LTXHeader(
+                    pageSize: 512, commit: 1, minTXID: UInt64(2 + i), maxTXID: UInt64(2 + i), timestamp: 1000,
+                    nodeID: node)
+                let path = dir + "/n\(i)"
+                let encoder = try LTXEncoder(path: path, header: header)
+                try encoder.writePage(1, Self.page(UInt64(i)))
+                try encoder.finish(sync: false)
+                paths.append(path)
+            }
+            // The uploader recognises its own lineage by the node id of the replica's newest file.
+            #expect(try LTXMerger.merge(inputs: paths, to: dir + "/o").header.nodeID == 9)
         }
     }
 

@@ -80,7 +80,7 @@ public enum LTXMerger {
         let last = headers[headers.count - 1]
         let header = LTXHeader(
             flags: .noChecksum, pageSize: last.pageSize, commit: last.commit, minTXID: first.minTXID,
-            maxTXID: last.maxTXID, timestamp: last.timestamp)
+            maxTXID: last.maxTXID, timestamp: last.timestamp, nodeID: last.nodeID)
         let encoder = try LTXEncoder(path: outputPath, header: header, pageEncoding: pageEncoding)
 
         // limit[i]: the smallest database size any later input truncates to; a version of page
