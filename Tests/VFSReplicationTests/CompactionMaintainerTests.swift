@@ -233,3 +233,119 @@ struct CompactionLitestreamTests {
         }
     }
 }
+
+/// What the maintainer asks of the replica, and how it behaves when things go wrong.
+@Suite("Compaction: requests, fencing, failures")
+struct CompactionBehaviourTests {
+    static let policy = CompactionMaintainerTests.policy
+    static let start = Date(timeIntervalSince1970: 1_750_000_000)
+
+    @Test func idleMeansNoWorkAndNoRequests() throws {
+        try withFastTemporaryDirectory { dir in
+            var sim = try MaintenanceSimulation(directory: dir, policy: Self.policy, seed: 5, start: Self.start)
+            for _ in 0..<30 {
+                try sim.advance(to: sim.now.addingTimeInterval(2))
+                try sim.batch(transactions: 2)
+            }
+            // Let the cascade, the snapshot and retention run their course.
+            try sim.advance(to: sim.now.addingTimeInterval(5 * 3600))
+            #expect(sim.maintainer.nextDue(now: sim.now) == nil)
+            let report = try sim.maintainer.tick(now: sim.now.addingTimeInterval(3600))
+            #expect(report.isEmpty && report.requests.isEmpty)
+
+            // No LIST after start-up; no GET for files uploaded or written here (local copies),
+            // only for inputs of snapshots that live at the top level.
+            let requests = sim.reports.reduce(into: [RequestKind: Int]()) { total, report in
+                total.merge(report.requests, uniquingKeysWith: +)
+            }
+            #expect(requests[.list] == nil)
+            let topLevelInputs = sim.everCreated.filter { $0.level == Self.policy.topLevel }.count
+            #expect((requests[.get] ?? 0) <= topLevelInputs, "\(requests)")
+            let written = sim.reports.reduce(0) { $0 + $1.compacted.count + $1.snapshots.count }
+            #expect(requests[.put] == written)
+            #expect((requests[.delete] ?? 0) == sim.reports.reduce(0) { $0 + $1.deleted.count })
+        }
+    }
+
+    @Test func anExistingTargetMeansAnotherWriter() throws {
+        try withFastTemporaryDirectory { dir in
+            var sim = try MaintenanceSimulation(directory: dir, policy: Self.policy, seed: 6, start: Self.start)
+            try sim.batch(transactions: 3)
+            let pending = sim.maintainer.files.filter { $0.level == 0 }
+            // Someone else already wrote the level-1 file this maintainer is about to write.
+            let path = dir + "/other.ltx"
+            try TestSupport.writeFile(path, [1, 2, 3])
+            try sim.replica.publish(
+                level: 1, minTXID: pending[0].minTXID, maxTXID: pending.last!.maxTXID, localPath: path, timestamp: Date())
+            let error = #expect(throws: ReplicationError.self) {
+                try sim.maintainer.tick(now: Self.start.addingTimeInterval(60))
+            }
+            #expect(error?.code == .fenced)
+        }
+    }
+
+    @Test func aFailureIsRetriedLaterNotInALoop() throws {
+        try withFastTemporaryDirectory { dir in
+            var sim = try MaintenanceSimulation(directory: dir, policy: Self.policy, seed: 8, start: Self.start)
+            sim.history.published = nil  // no local copies: inputs come from the replica
+            try sim.batch(transactions: 2)
+            let victim = try #require(try sim.replica.listFiles(level: 0).first)
+            let path = sim.replica.path(of: victim)
+            var bytes = try TestSupport.readFile(path)
+            bytes[bytes.count - 2] ^= 1
+            try TestSupport.writeFile(path, bytes)
+            sim.maintainer.noteUploaded(victim)
+            let now = Self.start.addingTimeInterval(60)
+            let report = try sim.maintainer.tick(now: now)
+            #expect(report.failures.count == 1)
+            #expect(report.failures.first?.contains("corrupt LTX file \(path)") == true, "\(report.failures)")
+            #expect(report.compacted.isEmpty)
+            // Next attempt after the retry delay, not right away.
+            let due = try #require(sim.maintainer.nextDue(now: now))
+            #expect(due >= now.addingTimeInterval(30))
+            #expect(try sim.maintainer.tick(now: now.addingTimeInterval(1)).isEmpty)
+            // Repaired: the next attempt succeeds.
+            bytes[bytes.count - 2] ^= 1
+            try TestSupport.writeFile(path, bytes)
+            let retried = try sim.maintainer.tick(now: due)
+            #expect(retried.failures.isEmpty)
+            #expect(retried.compacted.contains { $0.level == 1 })
+        }
+    }
+
+    @Test func aStaleIndexIsListedAgainOnce() throws {
+        try withFastTemporaryDirectory { dir in
+            let sim = try MaintenanceSimulation(directory: dir, policy: Self.policy, seed: 9, start: Self.start)
+            // A file the maintainer was not told about.
+            sim.history.published = nil
+            sim.history.transaction()
+            try sim.history.ship(to: sim.replica, work: dir, at: Self.start.addingTimeInterval(1))
+            #expect(sim.maintainer.files.count == 1)
+            sim.maintainer.invalidateIndex()
+            #expect(sim.maintainer.nextDue(now: Self.start) == Self.start)
+            let report = try sim.maintainer.tick(now: Self.start.addingTimeInterval(2))
+            #expect(report.requests[.list] == 3)  // the levels, then levels 0 and 9
+            #expect(sim.maintainer.files.count == 2)
+            let again = try sim.maintainer.tick(now: Self.start.addingTimeInterval(3))
+            #expect(again.requests[.list] == nil)
+        }
+    }
+
+    @Test func anotherProcessesMaintainerTouchesNothing() throws {
+        try withFastTemporaryDirectory { dir in
+            var sim = try MaintenanceSimulation(directory: dir, policy: Self.policy, seed: 10, start: Self.start)
+            try sim.batch(transactions: 2)
+            let cached = try FileManager.default.contentsOfDirectory(atPath: dir + "/maintainer-tmp/compaction-cache")
+            #expect(cached.count == 2)  // the snapshot and the batch, hard-linked
+            // A process that is not the uploader makes a maintainer for the same directory.
+            _ = ReplicaMaintainer(
+                replica: sim.replica, policy: Self.policy, logger: Logger(label: "other"),
+                tempDirectory: dir + "/maintainer-tmp")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/maintainer-tmp/compaction-cache") == cached)
+            let report = try sim.maintainer.tick(now: Self.start.addingTimeInterval(60))
+            #expect(report.compacted.contains { $0.level == 1 })
+            #expect(report.failures.isEmpty)
+            #expect(report.requests[.get] == nil)
+        }
+    }
+}

@@ -65,9 +65,11 @@ public final class ReplicaMaintainer: @unchecked Sendable {
     private var retries: [MaintenanceTask: (resume: Date, delay: Duration)] = [:]
     private var dueCache: (valid: Bool, value: Date?) = (false, nil)
     private var ticking = false
+    private var tempPrepared = false
 
     /// `tempDirectory` holds merge outputs and local copies of files the next compaction needs
-    /// (created if missing; anything left there by an earlier run is removed).
+    /// (created by `loadIndex`, which also removes what an earlier run left there; creating a
+    /// maintainer touches nothing, so processes that are not the uploader can make one).
     public init(replica: any ReplicaClient, policy: MaintenancePolicy, logger: Logger, tempDirectory: String) {
         self.replica = replica
         self.policy = policy
@@ -77,11 +79,6 @@ public final class ReplicaMaintainer: @unchecked Sendable {
         self.logger = logger
         self.tempDirectory = tempDirectory
         self.cache = CompactionCache(directory: tempDirectory + "/compaction-cache", maxBytes: policy.cacheMaxBytes)
-        mkdir(tempDirectory, 0o755)
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: tempDirectory)) ?? []
-        where name.hasPrefix(ReplicaMaintainer.tempPrefix) {
-            LTXIO.unlink(tempDirectory + "/" + name)
-        }
     }
 
     private static let tempPrefix = "compaction-"
@@ -95,6 +92,7 @@ public final class ReplicaMaintainer: @unchecked Sendable {
 
     @discardableResult
     private func load(now: Date) throws -> Int {
+        prepareTempDirectory()
         let levels = try replica.listLevels()
         var files: [LTXFileInfo] = []
         for level in levels { files += try replica.listFiles(level: level) }
@@ -107,6 +105,22 @@ public final class ReplicaMaintainer: @unchecked Sendable {
         cache.retain { loaded.contains($0) }
         logger.debug("replica index loaded", metadata: ["files": "\(loaded.count)", "bytes": "\(loaded.bytes)"])
         return 1 + levels.count
+    }
+
+    /// Creates the temporary directory and clears what an earlier run (which may have died in
+    /// the middle of a merge) left in it.
+    private func prepareTempDirectory() {
+        lock.lock()
+        let first = !tempPrepared
+        tempPrepared = true
+        lock.unlock()
+        guard first else { return }
+        try? FileManager.default.createDirectory(atPath: tempDirectory, withIntermediateDirectories: true)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tempDirectory)) ?? []
+        where name.hasPrefix(ReplicaMaintainer.tempPrefix) {
+            LTXIO.unlink(tempDirectory + "/" + name)
+        }
+        cache.reset()
     }
 
     /// The next tick lists the replica again (call it when something else may have changed it).
@@ -357,20 +371,34 @@ final class CompactionCache: @unchecked Sendable {
     init(directory: String, maxBytes: Int64) {
         self.directory = directory
         self.maxBytes = maxBytes
+    }
+
+    /// Starts empty: removes whatever an earlier run left in the directory.
+    func reset() {
+        lock.lock()
+        entries.removeAll()
+        bytes = 0
+        lock.unlock()
         try? FileManager.default.removeItem(atPath: directory)
-        mkdir(LTXIO.directory(of: directory), 0o755)
-        mkdir(directory, 0o755)
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
     private func path(_ file: LTXFileInfo) -> String {
         directory + "/\(file.level)-" + file.name
     }
 
+    /// The local copy of `file`, if there is one (and it is still on disk).
     func path(of file: LTXFileInfo) -> String? {
+        let target = path(file)
         lock.lock()
-        defer { lock.unlock() }
-        guard entries[path(file)] != nil else { return nil }
-        return path(file)
+        let known = entries[target] != nil
+        lock.unlock()
+        guard known else { return nil }
+        guard LTXIO.exists(target) else {
+            evict(file)
+            return nil
+        }
+        return target
     }
 
     /// Keeps `source` as the local copy of `file`: a hard link (`link`), else a rename. Returns
