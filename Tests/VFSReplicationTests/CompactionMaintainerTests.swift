@@ -55,7 +55,8 @@ struct CompactionMaintainerTests {
     }
 
     static func restoreAndCompare(
-        _ sim: MaintenanceSimulation, target: RestoreTarget, into dir: String, sourceLocation: SourceLocation = #_sourceLocation
+        _ sim: MaintenanceSimulation, target: RestoreTarget, into dir: String,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> RestoreResult {
         let out = dir + "/restored.db"
         let result = try ReplicaRestorer.restore(
@@ -63,7 +64,9 @@ struct CompactionMaintainerTests {
         let expected = try #require(sim.history.bytes(at: result.txid), "no state for TXID \(result.txid)")
         let actual = try TestSupport.readFile(out)
         #expect(actual.count == expected.count, "\(target): size", sourceLocation: sourceLocation)
-        #expect(actual == expected, "\(target): restored TXID \(result.txid) differs from the source", sourceLocation: sourceLocation)
+        #expect(
+            actual == expected, "\(target): restored TXID \(result.txid) differs from the source",
+            sourceLocation: sourceLocation)
         return result
     }
 
@@ -100,7 +103,9 @@ struct CompactionMaintainerTests {
 
             // Everything happened, and the index matches the directory.
             let compacted = sim.reports.flatMap(\.compacted)
-            for level in 1...3 { #expect(compacted.contains { $0.level == level }, "no compaction into level \(level)") }
+            for level in 1...3 {
+                #expect(compacted.contains { $0.level == level }, "no compaction into level \(level)")
+            }
             #expect(sim.reports.flatMap(\.snapshots).count >= 3)
             #expect(sim.reports.flatMap(\.deleted).count > 100)
             let listed = try ReplicaRestorer.listFiles(sim.replica).map { "\($0)" }.sorted()
@@ -210,7 +215,8 @@ struct CompactionLitestreamTests {
             let litestream = TestSupport.litestreamPath!
             let out = dir + "/litestream.db"
             var r = try TestSupport.run(
-                litestream, ["restore", "-o", out, builder.replica.location], environment: TestSupport.childEnvironment())
+                litestream, ["restore", "-o", out, builder.replica.location],
+                environment: TestSupport.childEnvironment())
             try #require(r.status == 0, "litestream restore failed: \(r)")
             #expect(try TestSupport.dump(out) == dumps[builder.txid])
             #expect(try TestSupport.sqlite(out, "PRAGMA integrity_check;") == "ok\n")
@@ -276,7 +282,8 @@ struct CompactionBehaviourTests {
             let path = dir + "/other.ltx"
             try TestSupport.writeFile(path, [1, 2, 3])
             try sim.replica.publish(
-                level: 1, minTXID: pending[0].minTXID, maxTXID: pending.last!.maxTXID, localPath: path, timestamp: Date())
+                level: 1, minTXID: pending[0].minTXID, maxTXID: pending.last!.maxTXID, localPath: path,
+                timestamp: Date())
             let error = #expect(throws: ReplicationError.self) {
                 try sim.maintainer.tick(now: Self.start.addingTimeInterval(60))
             }
@@ -341,7 +348,8 @@ struct CompactionBehaviourTests {
             _ = ReplicaMaintainer(
                 replica: sim.replica, policy: Self.policy, logger: Logger(label: "other"),
                 tempDirectory: dir + "/maintainer-tmp")
-            #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/maintainer-tmp/compaction-cache") == cached)
+            #expect(
+                try FileManager.default.contentsOfDirectory(atPath: dir + "/maintainer-tmp/compaction-cache") == cached)
             let report = try sim.maintainer.tick(now: Self.start.addingTimeInterval(60))
             #expect(report.compacted.contains { $0.level == 1 })
             #expect(report.failures.isEmpty)

@@ -95,7 +95,8 @@ struct CompactionPlannerTests {
         var policy = MaintenancePolicy()
         policy.maxInputsPerCompaction = 4
         let planner = MaintenancePlanner(policy: policy)
-        let index = ReplicaIndex(files: [Self.f(9, 1, 1, at: 0)] + (2...11).map { Self.f(0, UInt64($0), UInt64($0), at: Double($0)) })
+        let index = ReplicaIndex(
+            files: [Self.f(9, 1, 1, at: 0)] + (2...11).map { Self.f(0, UInt64($0), UInt64($0), at: Double($0)) })
         guard case .compact(1, let inputs)? = planner.nextAction(index, now: Self.at(60)) else {
             Issue.record("no compaction")
             return
@@ -135,7 +136,8 @@ struct CompactionPlannerTests {
     @Test func retentionDeletesCoveredFilesOnceTheirLevelNoLongerKeepsThem() {
         let index = ReplicaIndex(files: [
             Self.f(9, 1, 10, at: 0),
-            Self.f(0, 11, 11, at: 100), Self.f(0, 12, 12, at: 110), Self.f(0, 13, 13, at: 125), Self.f(0, 14, 14, at: 140),
+            Self.f(0, 11, 11, at: 100), Self.f(0, 12, 12, at: 110), Self.f(0, 13, 13, at: 125),
+            Self.f(0, 14, 14, at: 140),
             Self.f(1, 11, 12, at: 110), Self.f(1, 13, 13, at: 125),
         ])
         let schedule = Dictionary(
@@ -179,9 +181,12 @@ struct CompactionPlannerTests {
         ])
         // At a day later everything is due: level 1 first.
         #expect(Self.action(index, 86400)?.hasPrefix("compact L1 L0:12-12") == true)
-        #expect(Self.action(index, 86400, paused: [.compaction(level: 1), .compaction(level: 2), .compaction(level: 3)])?.hasPrefix("snapshot") == true)
         #expect(
-            Self.action(index, 86400, paused: [.compaction(level: 1), .compaction(level: 2), .compaction(level: 3), .snapshot])
+            Self.action(index, 86400, paused: [.compaction(level: 1), .compaction(level: 2), .compaction(level: 3)])?
+                .hasPrefix("snapshot") == true)
+        #expect(
+            Self.action(
+                index, 86400, paused: [.compaction(level: 1), .compaction(level: 2), .compaction(level: 3), .snapshot])
                 == "delete L0:11-11")
         // A paused task delays what nextDue reports.
         let resume = [MaintenanceTask.compaction(level: 1): Self.at(100)]

@@ -2,11 +2,11 @@ import Foundation
 import Logging
 import Testing
 
+@testable import VFSReplication
+
 #if canImport(Glibc)
     import Glibc
 #endif
-
-@testable import VFSReplication
 
 /// A synthetic database for compaction and restore tests: every page's content is a function
 /// of (page number, version), so the database at any TXID can be rebuilt byte for byte from the
@@ -83,7 +83,8 @@ final class SyntheticHistory {
     /// Writes the transactions since the last shipment as one LTX file (a snapshot when
     /// `snapshot`), publishes it, and returns its listing entry.
     @discardableResult
-    func ship(to replica: FileReplicaClient, work: String, at time: Date, snapshot: Bool = false) throws -> LTXFileInfo {
+    func ship(to replica: FileReplicaClient, work: String, at time: Date, snapshot: Bool = false) throws -> LTXFileInfo
+    {
         let minTXID = snapshot ? 1 : firstUnshipped
         let level = snapshot ? 9 : 0
         let header = LTXHeader(
@@ -100,7 +101,8 @@ final class SyntheticHistory {
         try replica.publish(level: level, minTXID: minTXID, maxTXID: txid, localPath: path, timestamp: header.date)
         dirty.removeAll()
         firstUnshipped = txid + 1
-        let file = LTXFileInfo(level: level, minTXID: minTXID, maxTXID: txid, size: encoder.size, createdAt: header.date)
+        let file = LTXFileInfo(
+            level: level, minTXID: minTXID, maxTXID: txid, size: encoder.size, createdAt: header.date)
         published?(file, path)
         return file
     }

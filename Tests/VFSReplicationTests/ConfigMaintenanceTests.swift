@@ -92,7 +92,8 @@ struct ConfigMaintenanceTests {
                       - interval: 1m
                       - interval: 30s
                 """)
-                == "config.yml:7: 'interval' of level 2 in database 'db.sqlite3' (30s) must be longer than level 1's (1m)")
+                == "config.yml:7: 'interval' of level 2 in database 'db.sqlite3' (30s) must be longer than level 1's (1m)"
+        )
         #expect(
             Self.error(
                 """
@@ -108,7 +109,8 @@ struct ConfigMaintenanceTests {
                   levels:
                     - 30s
                 databases: []
-                """) == "config.yml:3: level 1 in defaults must be a mapping with an 'interval'; write '- interval: 30s'")
+                """)
+                == "config.yml:3: level 1 in defaults must be a mapping with an 'interval'; write '- interval: 30s'")
         #expect(
             Self.error(
                 """
@@ -124,7 +126,8 @@ struct ConfigMaintenanceTests {
                   levels:
                     - interval: soon
                 databases: []
-                """).hasPrefix("config.yml:3: invalid duration 'soon' for 'interval' in level 1 in defaults"))
+                """
+            ).hasPrefix("config.yml:3: invalid duration 'soon' for 'interval' in level 1 in defaults"))
         let nine = (1...9).map { "    - interval: \($0)m" }.joined(separator: "\n")
         #expect(
             Self.error("defaults:\n  levels:\n\(nine)\ndatabases: []\n")

@@ -22,7 +22,8 @@ struct LTXMergerTests {
             timestamp: Date(timeIntervalSince1970: time), preApplyChecksum: tracked ? LTX.checksumFlag | 1 : 0)
         let encoder = try LTXEncoder(path: path, header: header)
         for pgno in pages.keys.sorted() { try encoder.writePage(pgno, page(pages[pgno]!)) }
-        try encoder.finish(postApplyChecksum: flags.contains(.noChecksum) || minTXID == 1 ? nil : LTX.checksumFlag | 1, sync: false)
+        try encoder.finish(
+            postApplyChecksum: flags.contains(.noChecksum) || minTXID == 1 ? nil : LTX.checksumFlag | 1, sync: false)
         return path
     }
 
@@ -55,7 +56,8 @@ struct LTXMergerTests {
 
     @Test func newestVersionWinsAndTheRangeIsFirstMinToLastMax() throws {
         try TestSupport.withTemporaryDirectory { dir in
-            let a = try Self.write(dir + "/a", minTXID: 5, maxTXID: 6, commit: 10, pages: [1: 11, 2: 12, 3: 13], time: 1)
+            let a = try Self.write(
+                dir + "/a", minTXID: 5, maxTXID: 6, commit: 10, pages: [1: 11, 2: 12, 3: 13], time: 1)
             let b = try Self.write(dir + "/b", minTXID: 7, maxTXID: 7, commit: 10, pages: [2: 22, 9: 29], time: 2)
             let c = try Self.write(
                 dir + "/c", minTXID: 8, maxTXID: 9, commit: 12, pages: [3: 33, 11: 41, 12: 42], time: 3)
@@ -68,7 +70,11 @@ struct LTXMergerTests {
             #expect(merged.header.nodeID == 0)
             #expect(merged.pageCount == 6)
             let pages = try Self.pagesOf(dir + "/out")
-            #expect(pages == [1: Self.page(11), 2: Self.page(22), 3: Self.page(33), 9: Self.page(29), 11: Self.page(41), 12: Self.page(42)])
+            #expect(
+                pages == [
+                    1: Self.page(11), 2: Self.page(22), 3: Self.page(33), 9: Self.page(29), 11: Self.page(41),
+                    12: Self.page(42),
+                ])
             #expect(merged.size == (try FileManager.default.attributesOfItem(atPath: dir + "/out")[.size] as! Int64))
         }
     }
@@ -81,7 +87,8 @@ struct LTXMergerTests {
             let c = try Self.write(dir + "/c", minTXID: 4, maxTXID: 4, commit: 10, pages: [10: 210])
             _ = try LTXMerger.merge(inputs: [a, b, c], to: dir + "/out")
             let zero = [UInt8](repeating: 0, count: Self.pageSize)
-            #expect(try Self.pagesOf(dir + "/out") == [1: Self.page(101), 7: zero, 8: zero, 9: zero, 10: Self.page(210)])
+            #expect(
+                try Self.pagesOf(dir + "/out") == [1: Self.page(101), 7: zero, 8: zero, 9: zero, 10: Self.page(210)])
 
             // Equivalent to applying them one by one, whatever the base.
             var base = Database(pages: (1...12).map { Self.page(1000 + UInt64($0)) })
@@ -125,7 +132,11 @@ struct LTXMergerTests {
                 let count = random.next(in: 1...12)
                 for i in 0..<count {
                     let roll = random.next() % 10
-                    if roll < 2 { size = max(2, size - random.next(in: 1...6)) } else if roll < 4 { size += random.next(in: 1...8) }
+                    if roll < 2 {
+                        size = max(2, size - random.next(in: 1...6))
+                    } else if roll < 4 {
+                        size += random.next(in: 1...8)
+                    }
                     var pages: [UInt32: UInt64] = [:]
                     for _ in 0..<random.next(in: 0...6) {
                         pages[UInt32(random.next(in: 1...size))] = random.next()
@@ -173,10 +184,14 @@ struct LTXMergerTests {
         try TestSupport.withTemporaryDirectory { dir in
             let a = try Self.write(dir + "/a", minTXID: 2, maxTXID: 3, commit: 4, pages: [1: 1])
             let gap = try Self.write(dir + "/gap", minTXID: 5, maxTXID: 5, commit: 4, pages: [1: 2])
-            var error = #expect(throws: ReplicationError.self) { try LTXMerger.merge(inputs: [a, gap], to: dir + "/o") }
+            var error = #expect(throws: ReplicationError.self) {
+                try LTXMerger.merge(inputs: [a, gap], to: dir + "/o")
+            }
             #expect(error?.message.contains("does not continue") == true)
             let snapshot = try Self.write(dir + "/s", minTXID: 1, maxTXID: 4, commit: 1, pages: [1: 3])
-            error = #expect(throws: ReplicationError.self) { try LTXMerger.merge(inputs: [a, snapshot], to: dir + "/o") }
+            error = #expect(throws: ReplicationError.self) {
+                try LTXMerger.merge(inputs: [a, snapshot], to: dir + "/o")
+            }
             #expect(error?.code == .invalidArgument)
             let header = LTXHeader(pageSize: 1024, commit: 1, minTXID: 4, maxTXID: 4, timestamp: Date())
             let other = dir + "/other"
@@ -221,7 +236,8 @@ struct LTXMergerTests {
 
     @Test func checksummedInputsGiveANoChecksumOutput() throws {
         try TestSupport.withTemporaryDirectory { dir in
-            let snapshot = try Self.write(dir + "/s", minTXID: 1, maxTXID: 1, commit: 2, pages: [1: 1, 2: 2], flags: [])
+            let snapshot = try Self.write(
+                dir + "/s", minTXID: 1, maxTXID: 1, commit: 2, pages: [1: 1, 2: 2], flags: [])
             let next = try Self.write(dir + "/n", minTXID: 2, maxTXID: 2, commit: 2, pages: [2: 3], flags: [])
             let merged = try LTXMerger.merge(inputs: [snapshot, next], to: dir + "/o")
             #expect(merged.header.noChecksum)

@@ -14,7 +14,8 @@ struct RestoreFallbackTests {
         let (_, dumps) = try TestSupport.makeHistory(dir, &builder)
         let inputs = try builder.replica.listFiles(level: 0).filter { $0.minTXID >= 2 }.map(builder.replica.path(of:))
         let merged = try LTXMerger.merge(inputs: inputs, to: dir + "/l1.ltx")
-        try builder.replica.publish(level: 1, minTXID: 2, maxTXID: 5, localPath: dir + "/l1.ltx", timestamp: merged.header.date)
+        try builder.replica.publish(
+            level: 1, minTXID: 2, maxTXID: 5, localPath: dir + "/l1.ltx", timestamp: merged.header.date)
         let l1 = LTXFileInfo(level: 1, minTXID: 2, maxTXID: 5, size: merged.size, createdAt: merged.header.date)
         return (builder, dumps, l1)
     }
@@ -68,10 +69,14 @@ struct RestoreFallbackTests {
             let path = builder.replica.path(of: l1)
             try Self.corrupt(path)
             let out = dir + "/out.db"
-            let error = #expect(throws: ReplicationError.self) { try ReplicaRestorer.restore(from: builder.replica, to: out) }
+            let error = #expect(throws: ReplicationError.self) {
+                try ReplicaRestorer.restore(from: builder.replica, to: out)
+            }
             #expect(error?.code == .corruptReplicaFile)
             #expect(error?.message.contains("corrupt LTX file \(path)") == true)
-            #expect(error?.message.contains("no other files in the replica cover TXIDs 0000000000000002-0000000000000005") == true)
+            #expect(
+                error?.message.contains("no other files in the replica cover TXIDs 0000000000000002-0000000000000005")
+                    == true)
             #expect(!FileManager.default.fileExists(atPath: out))
             // A TXID target before the damage is fine.
             let result = try ReplicaRestorer.restore(

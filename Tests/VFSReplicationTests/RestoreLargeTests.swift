@@ -28,7 +28,8 @@ struct RestoreLargeTests {
         page.storeBytes(of: pgno.bigEndian, toByteOffset: 0, as: UInt32.self)
         page.storeBytes(of: version.bigEndian, toByteOffset: 4, as: UInt32.self)
         page.storeBytes(of: (pgno ^ version &* 2_654_435_761).bigEndian, toByteOffset: 8, as: UInt32.self)
-        page.storeBytes(of: UInt64(pgno) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(version), toByteOffset: page.count - 8, as: UInt64.self)
+        page.storeBytes(
+            of: UInt64(pgno) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(version), toByteOffset: page.count - 8, as: UInt64.self)
     }
 
     struct History {
@@ -47,7 +48,8 @@ struct RestoreLargeTests {
         let header = LTXHeader(
             pageSize: UInt32(pageSize), commit: commit, minTXID: minTXID, maxTXID: maxTXID,
             timestamp: Date(timeIntervalSince1970: 1_750_000_000 + Double(maxTXID) / 10))
-        let encoder = try LTXEncoder(path: replica.path(level: level, minTXID: minTXID, maxTXID: maxTXID), header: header)
+        let encoder = try LTXEncoder(
+            path: replica.path(level: level, minTXID: minTXID, maxTXID: maxTXID), header: header)
         var page = [UInt8](repeating: 0, count: pageSize)
         let version = UInt32(truncatingIfNeeded: maxTXID)
         for pgno in pages {
@@ -124,7 +126,8 @@ struct RestoreLargeTests {
                 let commit = grow ? basePages + 100 : basePages
                 var pages = randomPages(3, below: basePages, &random)
                 if grow { pages = Array(Set(pages + ((basePages + 1)...(basePages + 100)))).sorted() }
-                try write(replica, level: 0, minTXID: txid, maxTXID: txid, commit: commit, pages: pages, history: &history)
+                try write(
+                    replica, level: 0, minTXID: txid, maxTXID: txid, commit: commit, pages: pages, history: &history)
             }
             let built = Date().timeIntervalSince(clock)
 
@@ -159,7 +162,9 @@ struct RestoreLargeTests {
             while pgno <= basePages + 100 {
                 let count = min(chunkPages, Int(basePages + 100 - pgno + 1))
                 let bytes = count * pageSize
-                let n = actual.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, bytes, off_t(Int(pgno - 1) * pageSize)) }
+                let n = actual.withUnsafeMutableBytes {
+                    pread(fd, $0.baseAddress!, bytes, off_t(Int(pgno - 1) * pageSize))
+                }
                 #expect(n == bytes)
                 expected.withUnsafeMutableBytes { buf in
                     for i in 0..<count {
@@ -172,7 +177,9 @@ struct RestoreLargeTests {
                         }
                     }
                 }
-                let same = actual.withUnsafeBytes { a in expected.withUnsafeBytes { e in memcmp(a.baseAddress!, e.baseAddress!, bytes) } }
+                let same = actual.withUnsafeBytes { a in
+                    expected.withUnsafeBytes { e in memcmp(a.baseAddress!, e.baseAddress!, bytes) }
+                }
                 if same != 0 { mismatches += 1 }
                 pgno += UInt32(count)
             }

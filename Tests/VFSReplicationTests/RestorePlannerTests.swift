@@ -164,7 +164,10 @@ struct RestorePlannerCostTests {
     @Test func compactedFilesSaveBytesAndRequests() throws {
         // A typical compacted replica: the snapshot, an hour, a few 5-minute slots, then batches.
         let files =
-            [Self.f(9, 1, 100, size: 10 << 20), Self.f(3, 101, 200, size: 2 << 20), Self.f(2, 201, 220, size: 400 << 10)]
+            [
+                Self.f(9, 1, 100, size: 10 << 20), Self.f(3, 101, 200, size: 2 << 20),
+                Self.f(2, 201, 220, size: 400 << 10),
+            ]
             + (101...230).map { Self.f(0, UInt64($0), UInt64($0), size: 30 << 10) }
             + (101...220).map { Self.f(1, UInt64($0), UInt64($0), size: 40 << 10) }
         let plan = try RestorePlanner.plan(files: files, target: .latest)
@@ -186,7 +189,9 @@ struct RestorePlannerCostTests {
     }
 
     @Test func excludedFilesAreReplacedByLowerLevels() throws {
-        let files = [Self.f(9, 1, 3, size: 100), Self.f(1, 4, 8, size: 100)] + (4...8).map { Self.f(0, UInt64($0), UInt64($0), size: 100) }
+        let files =
+            [Self.f(9, 1, 3, size: 100), Self.f(1, 4, 8, size: 100)]
+            + (4...8).map { Self.f(0, UInt64($0), UInt64($0), size: 100) }
         let plan = try RestorePlanner.plan(files: files, target: .latest, excluding: [Self.f(1, 4, 8, size: 0)])
         #expect(RestorePlannerTests.ranges(plan) == ["L9:1-3", "L0:4-4", "L0:5-5", "L0:6-6", "L0:7-7", "L0:8-8"])
         // Without the lower levels, leaving the compacted file out is a gap.
@@ -199,7 +204,9 @@ struct RestorePlannerCostTests {
     }
 
     @Test func restorePointsAreTheReachableFileEnds() {
-        let files = [Self.f(9, 1, 3, size: 1), Self.f(1, 4, 8, size: 1), Self.f(0, 4, 4, size: 1), Self.f(0, 12, 12, size: 1)]
+        let files = [
+            Self.f(9, 1, 3, size: 1), Self.f(1, 4, 8, size: 1), Self.f(0, 4, 4, size: 1), Self.f(0, 12, 12, size: 1),
+        ]
         #expect(RestorePlanner.restorePoints(files: files) == [3, 4, 8])
     }
 }

@@ -23,7 +23,9 @@ struct RestoreProgressTests {
         done.filesDone = 10
         done.bytesDone = 4 << 30
         done.finished = true
-        #expect(renderer.render(done, now: 0.21)?.hasSuffix("100%  4.00 GiB/4.00 GiB  10/10 files  in 10s\u{1B}[K\n") == true)
+        #expect(
+            renderer.render(done, now: 0.21)?.hasSuffix("100%  4.00 GiB/4.00 GiB  10/10 files  in 10s\u{1B}[K\n")
+                == true)
         #expect(renderer.render(done, now: 5) == nil)
     }
 

@@ -38,7 +38,8 @@ struct RestoreToolTests {
             #expect(
                 lines[1].hasPrefix("level 0 (shipped batches): 5 files, ")
                     && lines[1].hasSuffix(
-                        ", 5 restore points from 2025-06-15T15:06:50.000Z to 2025-06-15T15:07:30.000Z"), "\(r)")
+                        ", 5 restore points from 2025-06-15T15:06:50.000Z to 2025-06-15T15:07:30.000Z"),
+                "\(r)")
             #expect(lines[2].hasPrefix("  0000000000000001-0000000000000001  2025-06-15T15:06:50.000Z  "), "\(r)")
             #expect(lines[2].hasSuffix("  \(dir)/replica/ltx/0/0000000000000001-0000000000000001.ltx"), "\(r)")
             #expect(lines.last?.hasPrefix("  0000000000000005-0000000000000005  2025-06-15T15:07:30.000Z  ") == true)
@@ -237,7 +238,9 @@ struct RestoreToolTests {
             #expect(r.status == 0, "\(r)")
             let lines = r.stdout.split(separator: "\n").map(String.init)
             #expect(lines.count == 3, "\(r)")
-            #expect(lines[0].hasPrefix("restored \(dir)/app/main.db from \(builder.replica.location): TXID 0000000000000005"))
+            #expect(
+                lines[0].hasPrefix(
+                    "restored \(dir)/app/main.db from \(builder.replica.location): TXID 0000000000000005"))
             #expect(lines[1] == "skipped \(dir)/app/empty.db: no LTX files in file://\(dir)/never-written")
             #expect(lines[2] == "1 restored, 1 skipped, 0 failed (\(config))")
             #expect(try TestSupport.dump(dir + "/app/main.db") == dumps[5])

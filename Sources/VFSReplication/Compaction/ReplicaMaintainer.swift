@@ -307,7 +307,8 @@ public final class ReplicaMaintainer: @unchecked Sendable {
         let timestamp = merged.header.date
         try replica.publish(level: level, minTXID: minTXID, maxTXID: maxTXID, localPath: output, timestamp: timestamp)
         report.requests[.put, default: 0] += 1
-        let file = LTXFileInfo(level: level, minTXID: minTXID, maxTXID: maxTXID, size: merged.size, createdAt: timestamp)
+        let file = LTXFileInfo(
+            level: level, minTXID: minTXID, maxTXID: maxTXID, size: merged.size, createdAt: timestamp)
         lock.lock()
         index?.insert(file)
         dueCache.valid = false
@@ -416,7 +417,9 @@ final class CompactionCache: @unchecked Sendable {
         entries[target] = (file, counter)
         bytes += file.size
         var victims: [String] = []
-        while bytes > maxBytes, let oldest = entries.filter({ $0.key != target }).min(by: { $0.value.added < $1.value.added }) {
+        while bytes > maxBytes,
+            let oldest = entries.filter({ $0.key != target }).min(by: { $0.value.added < $1.value.added })
+        {
             entries[oldest.key] = nil
             bytes -= oldest.value.file.size
             victims.append(oldest.key)

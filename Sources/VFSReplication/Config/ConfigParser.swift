@@ -248,8 +248,10 @@ struct ConfigParser {
             spoolMaxBytes: own.spoolMaxBytes ?? defaults.spoolMaxBytes,
             spoolGrows: own.spoolGrows ?? defaults.spoolGrows ?? false,
             durability: own.durability ?? defaults.durability ?? .local,
-            durabilityTimeout: own.durabilityTimeout ?? defaults.durabilityTimeout ?? DatabaseConfig.defaultDurabilityTimeout,
-            groupCommitWindow: own.groupCommitWindow ?? defaults.groupCommitWindow ?? DatabaseConfig.defaultGroupCommitWindow,
+            durabilityTimeout: own.durabilityTimeout ?? defaults.durabilityTimeout
+                ?? DatabaseConfig.defaultDurabilityTimeout,
+            groupCommitWindow: own.groupCommitWindow ?? defaults.groupCommitWindow
+                ?? DatabaseConfig.defaultGroupCommitWindow,
             retention: own.retention ?? defaults.retention ?? MaintenancePolicy.defaultRetention,
             snapshotInterval: own.snapshotInterval ?? defaults.snapshotInterval
                 ?? MaintenancePolicy.defaultSnapshotInterval,
@@ -436,7 +438,8 @@ struct ConfigParser {
                 throw failure(item, "level \(level)\(scope.suffix) has no 'interval'")
             }
             guard interval > .zero else {
-                throw failure(intervalEntry.value, "'interval' of level \(level)\(scope.suffix) must be greater than zero")
+                throw failure(
+                    intervalEntry.value, "'interval' of level \(level)\(scope.suffix) must be greater than zero")
             }
             if let previous = intervals.last, interval <= previous {
                 throw failure(

@@ -57,7 +57,8 @@ public enum RebuildTool {
             if files.isEmpty && invocation.ifReplicaExists {
                 emit(
                     invocation.json
-                        ? jsonText(ListingJSON(replica: client.location, files: [])) : "no LTX files in \(client.location)")
+                        ? jsonText(ListingJSON(replica: client.location, files: []))
+                        : "no LTX files in \(client.location)")
                 return
             }
             guard !files.isEmpty else {

@@ -173,7 +173,8 @@ public enum ReplicaRestorer {
         logger: Logger = Logger(label: "vfsreplication.restore"), progress: ((RestoreProgress) -> Void)? = nil
     ) throws -> RestoreResult {
         do {
-            return try applyPlan(plan, from: client, to: outputPath, options: options, logger: logger, progress: progress)
+            return try applyPlan(
+                plan, from: client, to: outputPath, options: options, logger: logger, progress: progress)
         } catch let failure as UnusableFile {
             throw failure.error
         }
@@ -214,7 +215,9 @@ public enum ReplicaRestorer {
             let local: LocalLTXFile
             do {
                 local = try prefetcher.next()
-            } catch let error as ReplicationError where error.code == .missingReplica || error.code == .corruptReplicaFile {
+            } catch let error as ReplicationError
+                where error.code == .missingReplica || error.code == .corruptReplicaFile
+            {
                 throw UnusableFile(file: file, error: error)
             }
             defer { local.release() }
