@@ -14,6 +14,10 @@ let package = Package(
         .executable(name: "vfs-bench", targets: ["vfs-bench"]),
         .executable(name: "vfs-replicate", targets: ["vfs-replicate"]),
         .executable(name: "vfs-status", targets: ["vfs-status"]),
+        // The status page: framework-neutral (HTML, /status.json, /metrics), and served with
+        // Hummingbird (`vfs-replicate --http`, or mounted in a Hummingbird app).
+        .library(name: "VFSReplicationStatusPage", targets: ["VFSReplicationStatusPage"]),
+        .library(name: "VFSReplicationDashboard", targets: ["VFSReplicationDashboard"]),
         // The uploader as a swift-service-lifecycle Service (kept out of the core library).
         .library(name: "VFSReplicationService", targets: ["VFSReplicationService"]),
         // The loadable SQLite extension (libvfsreplication.so). Build it with
@@ -24,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         // Tests only: another SQLite client in the same process.
@@ -78,10 +84,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(name: "VFSReplicationStatusPage", dependencies: ["VFSReplication"]),
+        .target(
+            name: "VFSReplicationDashboard",
+            dependencies: [
+                "VFSReplication", "VFSReplicationStatusPage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "vfs-replicate",
             dependencies: [
-                "VFSReplication", "VFSReplicationService", "CVFSSQLiteLink",
+                "VFSReplication", "VFSReplicationService", "VFSReplicationDashboard", "CVFSSQLiteLink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -116,6 +133,8 @@ let package = Package(
             dependencies: [
                 "VFSReplication", "CVFSShim", "CVFSSQLiteLink", "CSQLite",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                "VFSReplicationStatusPage", "VFSReplicationDashboard",
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
     ]
