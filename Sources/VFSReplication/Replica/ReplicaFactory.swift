@@ -6,6 +6,6 @@ func makeReplicaClient(_ config: ReplicaConfig) throws -> any ReplicaClient {
     case .file(let directory):
         return FileReplicaClient(directory: directory)
     case .s3:
-        throw ReplicationError(.invalidConfig, "replica \(config.url): S3 replicas are not supported in this build yet")
+        return try S3ReplicaClient(config: config)
     }
 }
