@@ -201,6 +201,7 @@ final class InsertLoad {
     let payloadBytes: Int
     private var payload: [UInt8]
     private var counter: Int64 = 0
+    private var rngState = UInt64.random(in: 1...UInt64.max)
 
     init(connection: BenchConnection, payloadBytes: Int, synchronous: String) throws {
         self.connection = connection
@@ -225,8 +226,21 @@ final class InsertLoad {
     /// One transaction of one row; returns its latency in nanoseconds (BEGIN to COMMIT done).
     @inline(__always) func transaction() throws -> UInt64 {
         counter += 1
-        // Vary the payload a little so pages really change, without paying for random bytes.
-        payload[Int(counter % Int64(payload.count))] &+= 1
+        // Fresh incompressible bytes for every row (xorshift, outside the timed part).
+        payload.withUnsafeMutableBytes { buffer in
+            var x = rngState
+            var i = 0
+            while i < buffer.count {
+                x ^= x << 13
+                x ^= x >> 7
+                x ^= x << 17
+                withUnsafeBytes(of: x) { word in
+                    for j in 0..<min(8, buffer.count - i) { buffer[i + j] = word[j] }
+                }
+                i += 8
+            }
+            rngState = x
+        }
         let start = nowNs()
         try connection.step(begin)
         sqlite3_bind_int64(insert, 1, counter)

@@ -8,7 +8,7 @@ struct Idle: ParsableCommand {
         abstract: "Requests per hour made for an idle database after a burst of writes (ours vs Litestream).")
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Idle window in seconds (default 90, 20 with --quick).") var seconds: Double?
+    @Option(help: "Idle window in seconds (default 60, 20 with --quick).") var seconds: Double?
     @Option(help: "Transactions in the burst before the idle window.") var burst: Int = 2000
 
     struct Result: Codable {
@@ -19,7 +19,7 @@ struct Idle: ParsableCommand {
     }
 
     func run() throws {
-        let window = seconds ?? (common.quick ? 20 : 90)
+        let window = seconds ?? (common.quick ? 20 : 60)
         let server = try BenchServer.fromEnvironment()
         let dir = try common.scratch("idle")
         let ours = dir + "/ours.db"

@@ -75,7 +75,7 @@ struct Multi: ParsableCommand {
         abstract: "Four-database app profile (primary, queue, cache, cable): requests per day and R2 cost.")
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Seconds per run (default 45, 15 with --quick).") var seconds: Double?
+    @Option(help: "Seconds per run (default 30, 15 with --quick).") var seconds: Double?
     @Flag(help: "Skip the Litestream run.") var noLitestream = false
 
     struct Result: Codable {
@@ -92,7 +92,7 @@ struct Multi: ParsableCommand {
     }
 
     func run() throws {
-        let window = seconds ?? (common.quick ? 15 : 45)
+        let window = seconds ?? (common.quick ? 15 : 30)
         let server = try BenchServer.fromEnvironment()
         var results: [Result] = []
         for mode in noLitestream ? [ReplicationMode.vfs] : [.vfs, .litestream] {
@@ -167,7 +167,7 @@ struct Multi: ParsableCommand {
             for r in rows {
                 let db = AppDatabase.all.first { $0.name == r.database }!
                 table.rows.append([
-                    r.configuration, r.database, mode == .vfs ? "\(db.maxDelay)" : "(1s sync)",
+                    r.configuration, r.database, mode == .vfs ? "\(db.maxDelay.components.seconds) s" : "(1 s sync)",
                     "\(r.requests["PUT"])", "\(r.requests["GET"] + r.requests["HEAD"])", "\(r.requests["LIST"])",
                     "\(r.requests["DELETE"])", formatNumber(r.perDay, 0), formatNumber(r.classAPerDay, 0),
                     formatNumber(r.classBPerDay, 0), String(format: "%.2f", r.dollarsPerMonth),

@@ -93,6 +93,7 @@ struct Restore: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Database sizes in MiB (default 200 1024; 16 with --quick).")
     var sizes: [Int] = []
     @Option(help: "vfs-rebuild binary (default: next to vfs-bench).") var rebuild: String?
+    @Flag(help: "Do not run Litestream (ours alone replicates the database).") var noLitestream = false
 
     struct Result: Codable {
         var sizeMiB: Double
@@ -118,50 +119,54 @@ struct Restore: ParsableCommand {
         for size in sizes {
             let dir = try common.scratch("restore-\(size)")
             let path = dir + "/app.db"
+            let twin = dir + "/litestream/app.db"
+            try FileManager.default.createDirectory(atPath: dir + "/litestream", withIntermediateDirectories: true)
             let ourBucket = try server.makeBucket("restore-vfs")
             let theirBucket = try server.makeBucket("restore-litestream")
+
+            // Ours: the workload through the replicated VFS, until the file reaches `size`.
+            progress("restore: building \(size) MiB with a mixed workload through the replicated VFS")
             let replicator = try startReplicator(server: server, databases: [(path, ourBucket, "app", .seconds(1))])
-            let c = try BenchConnection(path: path, replicated: true)
-            let workload = try MixedWorkload(connection: c)
-            let litestream = try LitestreamProcess(
-                server: server, databases: [(path, theirBucket, "app")], directory: dir)
-            try litestream.waitForFirstUpload(server: server, bucket: theirBucket, prefix: "app")
-            progress("restore: building \(size) MiB with a mixed workload")
-            let buildStart = nowNs()
-            let target = Int64(size) << 20
-            var midTime: Date?
-            var midDigest: ContentDigest?
-            while true {
-                let bytes = try workload.step(transactions: 50)
-                if midTime == nil && bytes >= target / 2 {
-                    try replicator.flush()
-                    sleepSeconds(3)  // Litestream ships once a second
-                    let t = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
-                    midDigest = try ContentDigest.of(c)
-                    midTime = t
-                    sleepSeconds(max(0, t.timeIntervalSinceNow + 1.5))
-                }
-                if bytes >= target { break }
-            }
-            let buildSeconds = Double(nowNs() - buildStart) / 1e9
-            try replicator.flush()
-            sleepSeconds(3)
-            let finalDigest = try ContentDigest.of(c)
-            let fileMiB = Double(try workload.sizeBytes()) / 1_048_576
-            litestream.stop()
+            let ours = try build(
+                path: path, replicated: true, target: Int64(size) << 20, plan: nil,
+                settle: { try replicator.flush() })
             replicator.shutdown()
+
+            // Litestream: the same transactions (same seed) on a plain twin that it replicates.
+            // (Not the same file: Litestream's own checkpoints would bypass our capture.)
+            var litestream: LitestreamProcess?
+            var theirs: Build?
+            if !noLitestream {
+                progress("restore: building the same \(ours.transactions) transactions while Litestream replicates")
+                let ls = try LitestreamProcess(server: server, databases: [(twin, theirBucket, "app")], directory: dir)
+                litestream = ls
+                theirs = try build(
+                    path: twin, replicated: false, target: nil, plan: (ours.midTransactions, ours.transactions),
+                    settle: { sleepSeconds(2.5) },
+                    started: { try ls.waitForFirstUpload(server: server, bucket: theirBucket, prefix: "app") })
+                ls.stop()
+            }
+            let fileMiB = Double(ours.bytes) / 1_048_576
             builds.append(
                 String(
-                    format: "%d MiB: built in %.0f s (%d transactions of 50 statements), %@ at the end, %@ at the mid-point",
-                    size, buildSeconds, workload.transactions, finalDigest.description, midDigest!.description))
+                    format: "%d MiB: built through the replicated VFS in %.0f s%@ (%d transactions of 40 statements); %@ at the end, %@ at the mid-point",
+                    size, ours.seconds, theirs.map { String(format: ", the Litestream twin in %.0f s", $0.seconds) } ?? "",
+                    ours.transactions, ours.final.description, ours.mid.description))
+            if let theirs, theirs.final != ours.final || theirs.mid != ours.mid {
+                progress("restore: the twin databases differ (\(theirs.final) vs \(ours.final))")
+            }
+            let midTime = ours.midTime
+            let midDigest = ours.mid
+            let finalDigest = ours.final
 
             let ourConfig = dir + "/replication.yml"
             try writeReplicationConfig(server: server, path: ourConfig, databases: [(path, ourBucket, "app")])
             let iso = ISO8601DateFormatter()
             iso.formatOptions = [.withInternetDateTime]
-            let mid = iso.string(from: midTime!)
-            for (targetName, expected) in [("latest", finalDigest), ("mid-point", midDigest!)] {
-                for tool in ["vfs-rebuild", "litestream restore"] {
+            let mid = iso.string(from: midTime)
+            let theirMid = theirs.map { iso.string(from: $0.midTime) } ?? mid
+            for (targetName, expected) in [("latest", finalDigest), ("mid-point", midDigest)] {
+                for tool in noLitestream ? ["vfs-rebuild"] : ["vfs-rebuild", "litestream restore"] {
                     let out = dir + "/restored-\(tool.prefix(3))-\(targetName).db"
                     try? FileManager.default.removeItem(atPath: out)
                     let run: (status: Int32, seconds: Double, peakRSSMiB: Double)
@@ -172,9 +177,9 @@ struct Restore: ParsableCommand {
                         run = try runMeasured(
                             rebuild, args, environment: ProcessInfo.processInfo.environment, log: out + ".log")
                     } else {
-                        var args = ["restore", "-config", litestream.configPath, "-o", out]
-                        if targetName != "latest" { args += ["-timestamp", mid] }
-                        args.append(path)
+                        var args = ["restore", "-config", litestream!.configPath, "-o", out]
+                        if targetName != "latest" { args += ["-timestamp", theirMid] }
+                        args.append(twin)
                         run = try runMeasured(
                             server.litestream, args, environment: LitestreamProcess.environment(), log: out + ".log")
                     }
@@ -182,8 +187,12 @@ struct Restore: ParsableCommand {
                     if run.status == 0 {
                         let restored = try BenchConnection(path: out, replicated: false)
                         let digest = try ContentDigest.of(restored)
-                        verified = digest == expected
-                        if !verified { progress("restore: \(tool) \(targetName): \(digest) != expected \(expected)") }
+                        let want = tool == "vfs-rebuild" ? expected : (targetName == "latest" ? theirs!.final : theirs!.mid)
+                        verified = digest == want
+                        if !verified {
+                            let log = (try? String(contentsOfFile: out + ".log", encoding: .utf8)) ?? ""
+                            progress("restore: \(tool) \(targetName): \(digest) != expected \(expected); its output: \(log.suffix(1500))")
+                        }
                     } else {
                         let log = (try? String(contentsOfFile: out + ".log", encoding: .utf8)) ?? ""
                         progress("restore: \(tool) \(targetName) exited \(run.status): \(log.suffix(1500))")
@@ -217,8 +226,9 @@ struct Restore: ParsableCommand {
             ])
         }
         table.notes = builds + [
-            "Both tools replicated the same database file while a mixed workload (users, orders, events; inserts, "
-                + "updates, deletes; four indexes; 50 statements per transaction) wrote it through the replicated VFS.",
+            "A mixed workload (users, orders, events; inserts, updates, deletes; four indexes; 40 statements per "
+                + "transaction, seeded) wrote the database through the replicated VFS, then the same transactions wrote a "
+                + "plain twin that Litestream replicated: same content, same history, each tool's own replica.",
             "vfs-rebuild runs with its default verification (LTX checksums, database checksum, integrity_check).",
             "MiB/s = restored database size / wall seconds of the restore command; peak RSS is the command's own (wait4).",
             "Equal to source: every row of every table hashed in rowid order, compared with the source at that moment.",
@@ -226,32 +236,100 @@ struct Restore: ParsableCommand {
         ]
         print(table.markdown())
     }
+    struct Build {
+        var transactions: Int
+        var midTransactions: Int
+        var seconds: Double
+        var bytes: Int64
+        var final: ContentDigest
+        var mid: ContentDigest
+        var midTime: Date
+    }
+
+    /// Runs the workload until the file reaches `target` bytes (or the `plan`'s transaction
+    /// counts), pausing at the mid-point: `settle` ships everything, then the content digest and
+    /// the mid-point time (a whole second, 1.5 s before the next write) are taken.
+    func build(
+        path: String, replicated: Bool, target: Int64?, plan: (mid: Int, end: Int)?, settle: () throws -> Void,
+        started: () throws -> Void = {}
+    ) throws -> Build {
+        let c = try BenchConnection(path: path, replicated: replicated)
+        let workload = try MixedWorkload(connection: c)
+        _ = try workload.step(transactions: 1)
+        try started()
+        let start = nowNs()
+        var mid: (Int, ContentDigest, Date)?
+        while true {
+            let bytes = try workload.step(transactions: 10)
+            let n = workload.transactions
+            let atMid = plan.map { n >= $0.mid } ?? (bytes >= target! / 2)
+            if mid == nil && atMid {
+                try settle()
+                sleepSeconds(0.5)
+                let t = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.up))
+                sleepSeconds(t.timeIntervalSinceNow)
+                mid = (n, try ContentDigest.of(c), t)
+                sleepSeconds(max(0, t.timeIntervalSinceNow + 1.5))
+            }
+            if plan.map({ n >= $0.end }) ?? (bytes >= target!) { break }
+        }
+        let seconds = Double(nowNs() - start) / 1e9
+        try settle()
+        return Build(
+            transactions: workload.transactions, midTransactions: mid!.0, seconds: seconds, bytes: try workload.sizeBytes(),
+            final: try ContentDigest.of(c), mid: mid!.1, midTime: mid!.2)
+    }
+}
+
+/// SplitMix64: the same seed gives the same workload, so twin databases get the same content.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
 }
 
 /// A realistic app workload: users, orders and events, with inserts, updates, deletes and
-/// secondary indexes.
+/// secondary indexes. Deterministic for a seed (twin databases end equal).
 final class MixedWorkload {
     let c: BenchConnection
     private(set) var transactions = 0
-    private var rng = SystemRandomNumberGenerator()
+    private var rng: SeededGenerator
     private var nextUser = 1
     private var nextOrder = 1
     private var nextEvent = 1
+    private var blob = [UInt8](repeating: 0, count: 4096)
+    private let statements: [OpaquePointer]
 
-    init(connection: BenchConnection) throws {
+    init(connection: BenchConnection, seed: UInt64 = 42) throws {
         c = connection
+        rng = SeededGenerator(state: seed)
         try c.exec("PRAGMA journal_mode=WAL")
         try c.exec("PRAGMA synchronous=NORMAL")
         try c.exec(
             """
             CREATE TABLE IF NOT EXISTS users(id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, created INTEGER);
-            CREATE TABLE IF NOT EXISTS orders(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, total INTEGER, status TEXT, note TEXT, created INTEGER);
+            CREATE TABLE IF NOT EXISTS orders(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, total INTEGER, status TEXT, note BLOB, created INTEGER);
             CREATE INDEX IF NOT EXISTS orders_user ON orders(user_id);
             CREATE INDEX IF NOT EXISTS orders_status ON orders(status, created);
             CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, kind TEXT, payload BLOB, at INTEGER);
             CREATE INDEX IF NOT EXISTS events_at ON events(at);
             """)
+        statements = try [
+            "BEGIN", "COMMIT",
+            "INSERT INTO users(id, name, email, created) VALUES (?1, 'user ' || ?1, 'u' || ?1 || '@example.com', ?1)",
+            "INSERT INTO orders(id, user_id, total, status, note, created) VALUES (?1, ?2, ?3, 'new', ?4, ?1)",
+            "INSERT INTO events(id, kind, payload, at) VALUES (?1, 'view', ?2, ?1)",
+            "UPDATE orders SET status = 'paid', total = total + 1 WHERE id = ?1",
+            "DELETE FROM events WHERE id = ?1",
+        ].map { try connection.prepare($0) }
     }
+
+    deinit { for s in statements { sqlite3_finalize(s) } }
 
     func sizeBytes() throws -> Int64 {
         let pages = Int64(try c.scalar("PRAGMA page_count") ?? "0") ?? 0
@@ -259,34 +337,59 @@ final class MixedWorkload {
         return pages * size
     }
 
-    /// Runs `transactions` transactions of 50 statements; returns the database size in bytes.
+    private func fill(_ n: Int) {
+        var i = 0
+        while i < n {
+            var x = rng.next()
+            withUnsafeBytes(of: &x) { w in for j in 0..<min(8, n - i) { blob[i + j] = w[j] } }
+            i += 8
+        }
+    }
+
+    private func bindBlob(_ stmt: OpaquePointer, _ index: Int32, _ n: Int) {
+        fill(n)
+        _ = blob.withUnsafeBytes { sqlite3_bind_blob(stmt, index, $0.baseAddress, Int32(n), SQLITE_TRANSIENT) }
+    }
+
+    /// Runs `transactions` transactions of 40 statements; returns the database size in bytes.
     func step(transactions count: Int) throws -> Int64 {
-        let now = wallMs()
+        let (begin, commit, user, order, event, update, delete) =
+            (statements[0], statements[1], statements[2], statements[3], statements[4], statements[5], statements[6])
         for _ in 0..<count {
-            var sql = "BEGIN;"
+            try c.step(begin)
             for _ in 0..<2 {
-                sql += "INSERT INTO users(name, email, created) VALUES ('user \(nextUser)', 'u\(nextUser)@example.com', \(now));"
+                sqlite3_bind_int64(user, 1, Int64(nextUser))
+                try c.step(user)
                 nextUser += 1
             }
-            for _ in 0..<10 {
-                let u = Int.random(in: 1..<nextUser, using: &rng)
-                sql += "INSERT INTO orders(user_id, total, status, note, created) VALUES (\(u), \(Int.random(in: 100...99_999, using: &rng)), 'new', hex(randomblob(60)), \(now));"
+            for _ in 0..<8 {
+                sqlite3_bind_int64(order, 1, Int64(nextOrder))
+                sqlite3_bind_int64(order, 2, Int64.random(in: 1..<Int64(nextUser), using: &rng))
+                sqlite3_bind_int64(order, 3, Int64.random(in: 100...99_999, using: &rng))
+                bindBlob(order, 4, 60)
+                try c.step(order)
                 nextOrder += 1
             }
-            for _ in 0..<28 {
-                sql += "INSERT INTO events(kind, payload, at) VALUES ('view', randomblob(\(Int.random(in: 300...900, using: &rng))), \(now));"
+            for _ in 0..<20 {
+                sqlite3_bind_int64(event, 1, Int64(nextEvent))
+                bindBlob(event, 2, Int.random(in: 200...3000, using: &rng))
+                try c.step(event)
                 nextEvent += 1
             }
             for _ in 0..<6 {
-                sql += "UPDATE orders SET status = 'paid', total = total + 1 WHERE id = \(Int.random(in: 1..<nextOrder, using: &rng));"
+                sqlite3_bind_int64(update, 1, Int64.random(in: 1..<Int64(nextOrder), using: &rng))
+                try c.step(update)
             }
             for _ in 0..<4 {
-                sql += "DELETE FROM events WHERE id = \(Int.random(in: 1..<nextEvent, using: &rng));"
+                sqlite3_bind_int64(delete, 1, Int64.random(in: 1..<Int64(nextEvent), using: &rng))
+                try c.step(delete)
             }
-            sql += "COMMIT;"
-            try c.exec(sql)
+            try c.step(commit)
             transactions += 1
         }
         return try sizeBytes()
     }
 }
+
+/// SQLite's SQLITE_TRANSIENT (copy the bytes before returning).
+let SQLITE_TRANSIENT = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
