@@ -324,6 +324,22 @@ struct S3ClientTests {
         #expect(theirs == expected)
     }
 
+    @Test func virtualHostAddressing() throws {
+        let server = try SeaweedFS.shared()
+        let bucket = try server.makeBucket("vhost")
+        let port = try #require(URLComponents(string: server.endpoint)?.port)
+        let s3 = try server.client(bucket: bucket) {
+            $0.endpoint = "http://localhost:\(port)"
+            $0.forcePathStyle = false
+        }
+        #expect(!s3.options.usesPathStyle)
+        try s3.putObject(key: "v/k", body: .bytes([7, 7]))
+        #expect(try s3.getObjectBytes(key: "v/k").bytes == [7, 7])
+        #expect(try s3.listAllObjects(prefix: "v/").objects.map(\.key) == ["v/k"])
+        // The same object, path-style.
+        #expect(try server.client(bucket: bucket).getObjectBytes(key: "v/k").bytes == [7, 7])
+    }
+
     @Test func connectionsAreReused() throws {
         let server = try SeaweedFS.shared()
         let s3 = try server.client(bucket: try server.makeBucket("reuse"))

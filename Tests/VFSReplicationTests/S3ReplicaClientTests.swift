@@ -47,6 +47,11 @@ struct S3ReplicaClientTests {
             // A stray object is ignored by listings.
             try s3.putObject(key: "app/db/0000/notes.txt", body: .bytes([1]))
 
+            // What the uploader's status reports (ReplicaRequestCounting): wire requests by kind.
+            let reported = replica.requestCounts()
+            #expect(reported[.put] == s3.requestCounts.put + s3.requestCounts.multipart)
+            #expect(reported[.get] == s3.requestCounts.get + s3.requestCounts.head)
+
             let listBefore = s3.requestCounts
             #expect(try replica.listLevels() == [0, 1, 9])
             let level0 = try replica.listFiles(level: 0)

@@ -198,3 +198,15 @@ public final class S3ReplicaClient: ReplicaClient {
         return dir
     }
 }
+
+extension S3ReplicaClient: ReplicaRequestCounting {
+    /// Wire requests so far (pages, parts and retries included), in the uploader's billing
+    /// kinds: HEAD counts as GET (both R2 Class B); multipart calls and bucket calls as PUT (Class A).
+    public func requestCounts() -> [RequestKind: Int] {
+        let counts = client.requestCounts
+        return [
+            .put: counts.put + counts.multipart + counts.other, .get: counts.get + counts.head, .list: counts.list,
+            .delete: counts.delete,
+        ]
+    }
+}

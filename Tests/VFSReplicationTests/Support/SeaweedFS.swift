@@ -133,6 +133,9 @@ final class SeaweedFS: @unchecked Sendable {
             "-s3.port=\(s3)", "-s3.port.grpc=\(s3GRPC)", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-admin.port=\(admin)", "-admin.port.grpc=\(adminGRPC)", "-admin.ui=false",
             "-webdav=false", "-metricsPort=\(metrics)", "-metricsIp=127.0.0.1",
+            // Virtual-host addressing as `<bucket>.localhost` (libcurl resolves *.localhost to
+            // loopback itself); path-style requests to 127.0.0.1 keep working.
+            "-s3.domainName=localhost",
         ]
         if https {
             let cert = directory + "/cert.pem"
