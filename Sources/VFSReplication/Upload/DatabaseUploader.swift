@@ -35,6 +35,8 @@ final class DatabaseUploader: @unchecked Sendable {
     let replica: any ReplicaClient
     private let logger: Logger
     private let observers: [any UploaderObserver]
+    /// Compaction, snapshots by compaction and retention (runs on this thread between uploads).
+    private let maintainer: ReplicaMaintainer
     private var lastPendingReport: (Int64?, Int) = (nil, 0)
     private let policy: ShipPolicy
     private let pollInterval: Duration
@@ -77,6 +79,9 @@ final class DatabaseUploader: @unchecked Sendable {
             for o in observers { o.uploader(database: path, didReport: .request(kind, count: count)) }
         }
         self.observers = observers
+        self.maintainer = ReplicaMaintainer(
+            replica: self.replica, policy: MaintenancePolicy(config), logger: logger,
+            tempDirectory: spool.stateDirectory + "/compaction")
         var logger = logger
         logger[metadataKey: "db.path"] = .string(config.path)
         self.logger = logger
@@ -233,6 +238,15 @@ final class DatabaseUploader: @unchecked Sendable {
                     let remaining = Duration.milliseconds(max(0, untilMs - Self.nowMs()))
                     wait = min(wait, remaining)
                 }
+                // Nothing to ship right now: compaction, snapshots and retention get a slice.
+                if startedUp, !flushing, let due = maintainer.nextDue(now: Date()) {
+                    let now = Date()
+                    if due <= now {
+                        runMaintenance(slice: min(max(wait, .milliseconds(200)), .seconds(2)))
+                        continue
+                    }
+                    wait = min(wait, .milliseconds(Int64(due.timeIntervalSince(now) * 1000) + 1))
+                }
                 sleepOrWake(wait, generation: generation)
             }
         }
@@ -305,6 +319,31 @@ final class DatabaseUploader: @unchecked Sendable {
             try shipBatch()
         }
         reportPending()
+    }
+
+    private func runMaintenance(slice: Duration) {
+        do {
+            let report = try maintainer.tick(now: Date(), deadline: Date().addingTimeInterval(slice.seconds))
+            if !report.isEmpty {
+                logger.debug(
+                    "maintenance",
+                    metadata: [
+                        "compacted": "\(report.compacted.count)", "snapshots": "\(report.snapshots.count)",
+                        "deleted": "\(report.deleted.count)", "failures": "\(report.failures.count)",
+                    ])
+            }
+            for failure in report.failures { logger.warning("maintenance failed; will retry", metadata: ["error": "\(failure)"]) }
+        } catch let error as ReplicationError where error.code == .fenced {
+            logger.error("fenced during compaction", metadata: ["error": "\(error.message)"])
+            cond.lock()
+            fenced = true
+            lastError = error.message
+            cond.broadcast()
+            cond.unlock()
+            emit(.fenced(error.message))
+        } catch {
+            logger.warning("maintenance failed; will retry", metadata: ["error": "\(error)"])
+        }
     }
 
     /// A torn or corrupt spool (power loss before the spool was synced, a damaged disk): what it
@@ -429,6 +468,7 @@ final class DatabaseUploader: @unchecked Sendable {
             spool.raiseTXIDFloor(snapshotMinTXID - 1)
             batch.reset(nextExpected: nil)
         }
+        try maintainer.loadIndex()
         startedUp = true
     }
 
@@ -547,6 +587,10 @@ final class DatabaseUploader: @unchecked Sendable {
         logger.info(
             "snapshot shipped",
             metadata: ["txid": "\(point.txid)", "pages": "\(snap.commit)", "bytes": "\(size)"])
+        maintainer.noteUploaded(
+            LTXFileInfo(level: 9, minTXID: 1, maxTXID: point.txid, size: size,
+                        createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000)),
+            localCopy: tmp)
         readPos = point.next
         spool.setShipped(txid: point.txid, position: readPos)
         needSnapshot = false
@@ -576,6 +620,10 @@ final class DatabaseUploader: @unchecked Sendable {
         logger.debug(
             "batch shipped",
             metadata: ["txid.min": "\(batch.minTXID)", "txid.max": "\(batch.maxTXID)", "bytes": "\(encoder.size)"])
+        maintainer.noteUploaded(
+            LTXFileInfo(level: 0, minTXID: batch.minTXID, maxTXID: batch.maxTXID, size: encoder.size,
+                        createdAt: Date(timeIntervalSince1970: Double(batch.timestampMs) / 1000)),
+            localCopy: tmp)
         spool.setShipped(txid: batch.maxTXID, position: readPos)
         emit(
             .shipped(
