@@ -44,6 +44,18 @@ struct CompactionPlannerTests {
         #expect(short.retentionCheckInterval == .seconds(300))
     }
 
+    @Test func unusableSettingsAreMadeUsable() {
+        let policy = MaintenancePolicy(
+            compactionIntervals: [.seconds(300), .zero, .seconds(30), .seconds(30)], snapshotInterval: .zero,
+            retention: .seconds(-1))
+        #expect(policy.compactionIntervals == [.seconds(30), .seconds(300)])
+        #expect(policy.snapshotInterval == MaintenancePolicy.defaultSnapshotInterval)
+        #expect(policy.retention == MaintenancePolicy.defaultRetention)
+        var zero = MaintenancePolicy()
+        zero.retentionCheckInterval = .zero
+        #expect(MaintenancePlanner(policy: zero).nextDue(ReplicaIndex(files: [Self.f(9, 1, 2, at: 0)]), now: Self.t0) == nil)
+    }
+
     @Test func compactionWaitsForTheEndOfItsSlot() {
         let index = ReplicaIndex(files: [
             Self.f(9, 1, 10, at: -100), Self.f(0, 11, 11, at: 1), Self.f(0, 12, 13, at: 12), Self.f(0, 14, 14, at: 29),

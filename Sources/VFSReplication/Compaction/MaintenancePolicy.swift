@@ -23,11 +23,11 @@ import Foundation
 /// See Litestream 0.5's compaction_level.go and store.go for the scheme this follows.
 public struct MaintenancePolicy: Sendable, Equatable {
     /// Intervals of compaction levels 1...n (n <= 8), each longer than the one below.
-    public var compactionIntervals: [Duration]
+    public let compactionIntervals: [Duration]
     /// The longest a new transaction waits for a snapshot that includes it.
-    public var snapshotInterval: Duration
+    public let snapshotInterval: Duration
     /// How far back a point-in-time restore reaches.
-    public var retention: Duration
+    public let retention: Duration
     /// Most files merged into one compacted file; a backlog becomes several files.
     public var maxInputsPerCompaction = 256
     /// A snapshot is taken early only if the files after the newest snapshot hold at least this
@@ -46,20 +46,20 @@ public struct MaintenancePolicy: Sendable, Equatable {
     public static let defaultSnapshotInterval: Duration = .seconds(24 * 3600)
     public static let defaultRetention: Duration = .seconds(24 * 3600)
 
-    /// The intervals must be positive and increasing, at most 8 of them; `snapshotInterval` and
-    /// `retention` positive (the configuration parser reports mistakes with their line).
+    /// The intervals should be positive and increasing, at most 8 of them, and `snapshotInterval`
+    /// and `retention` positive (the configuration parser reports such mistakes with their line).
+    /// Values that are not are made usable rather than trapped on: non-positive intervals are
+    /// dropped, the rest sorted without repeats and cut to 8; a non-positive snapshot interval or
+    /// retention takes its default.
     public init(
         compactionIntervals: [Duration] = MaintenancePolicy.defaultCompactionIntervals,
         snapshotInterval: Duration = MaintenancePolicy.defaultSnapshotInterval,
         retention: Duration = MaintenancePolicy.defaultRetention
     ) {
-        precondition(
-            compactionIntervals.count <= MaintenancePolicy.snapshotLevel - 1, "at most 8 compaction levels")
-        precondition(compactionIntervals.allSatisfy { $0 > .zero }, "compaction intervals must be positive")
-        precondition(
-            zip(compactionIntervals, compactionIntervals.dropFirst()).allSatisfy { $0 < $1 },
-            "compaction intervals must increase level by level")
-        precondition(snapshotInterval > .zero && retention > .zero, "snapshot interval and retention must be positive")
+        let compactionIntervals = Array(
+            Set(compactionIntervals.filter { $0 > .zero }).sorted().prefix(MaintenancePolicy.snapshotLevel - 1))
+        let snapshotInterval = snapshotInterval > .zero ? snapshotInterval : MaintenancePolicy.defaultSnapshotInterval
+        let retention = retention > .zero ? retention : MaintenancePolicy.defaultRetention
         self.compactionIntervals = compactionIntervals
         self.snapshotInterval = snapshotInterval
         self.retention = retention
@@ -101,20 +101,21 @@ enum MaintenanceClock {
 
     static func date(_ ms: Int64) -> Date { Date(timeIntervalSince1970: Double(ms) / 1000) }
 
-    /// The last multiple of `interval` at or before `t`.
+    /// The last multiple of `interval` at or before `t` (an interval under 1 ms counts as 1 ms).
     static func boundary(atOrBefore t: Int64, interval: Int64) -> Int64 {
+        let interval = max(1, interval)
         let q = t / interval
         return (t % interval < 0 ? q - 1 : q) * interval
     }
 
     /// The first multiple of `interval` strictly after `t`.
     static func boundary(after t: Int64, interval: Int64) -> Int64 {
-        boundary(atOrBefore: t, interval: interval) + interval
+        boundary(atOrBefore: t, interval: interval) + max(1, interval)
     }
 
     /// The first multiple of `interval` at or after `t`.
     static func roundUp(_ t: Int64, interval: Int64) -> Int64 {
         let floor = boundary(atOrBefore: t, interval: interval)
-        return floor == t ? t : floor + interval
+        return floor == t ? t : floor + max(1, interval)
     }
 }

@@ -103,7 +103,9 @@ public final class ReplicaMaintainer: @unchecked Sendable {
         dueCache.valid = false
         lock.unlock()
         cache.retain { loaded.contains($0) }
-        logger.debug("replica index loaded", metadata: ["files": "\(loaded.count)", "bytes": "\(loaded.bytes)"])
+        logger.debug(
+            "replica index loaded",
+            metadata: ["maintenance.files": "\(loaded.count)", "maintenance.bytes": "\(loaded.bytes)"])
         return 1 + levels.count
     }
 
@@ -222,8 +224,7 @@ public final class ReplicaMaintainer: @unchecked Sendable {
                 try perform(action, report: &report)
                 clearRetry(action.task)
             } catch let error as ReplicationError where error.code == .fenced {
-                logger.error("another writer owns the replica", metadata: ["error": "\(error.message)"])
-                throw error
+                throw error  // the caller stops shipping and reports it
             } catch {
                 fail(action.task, error, now: now, report: &report, what: describe(action))
                 if (error as? ReplicationError)?.code == .missingReplica { invalidateIndex() }
@@ -248,18 +249,22 @@ public final class ReplicaMaintainer: @unchecked Sendable {
         case .compact(let level, let inputs):
             let file = try merge(inputs, into: level, report: &report)
             report.compacted.append(file)
-            logger.info(
+            logger.debug(
                 "compacted",
                 metadata: [
-                    "level": "\(level)", "txid.min": "\(hex16(file.minTXID))", "txid.max": "\(hex16(file.maxTXID))",
-                    "inputs": "\(inputs.count)", "bytes": "\(file.size)",
+                    "maintenance.level": "\(level)", "maintenance.txid.min": "\(hex16(file.minTXID))",
+                    "maintenance.txid.max": "\(hex16(file.maxTXID))",
+                    "maintenance.inputs": "\(inputs.count)", "maintenance.bytes": "\(file.size)",
                 ])
         case .snapshot(let inputs):
             let file = try merge(inputs, into: MaintenancePolicy.snapshotLevel, report: &report)
             report.snapshots.append(file)
             logger.info(
                 "snapshot written",
-                metadata: ["txid": "\(hex16(file.maxTXID))", "inputs": "\(inputs.count)", "bytes": "\(file.size)"])
+                metadata: [
+                    "maintenance.txid": "\(hex16(file.maxTXID))", "maintenance.inputs": "\(inputs.count)",
+                    "maintenance.bytes": "\(file.size)",
+                ])
         case .delete(let files):
             try replica.delete(files)
             report.requests[.delete, default: 0] += files.count
@@ -269,7 +274,7 @@ public final class ReplicaMaintainer: @unchecked Sendable {
             lock.unlock()
             for file in files { cache.evict(file) }
             report.deleted += files
-            logger.info("retention deleted files", metadata: ["files": "\(files.count)"])
+            logger.debug("retention deleted files", metadata: ["maintenance.files": "\(files.count)"])
         }
     }
 
@@ -352,9 +357,12 @@ public final class ReplicaMaintainer: @unchecked Sendable {
         dueCache.valid = false
         lock.unlock()
         report.failures.append("\(what): \(message)")
-        logger.warning(
+        logger.info(
             "replica maintenance failed; will retry",
-            metadata: ["task": "\(task)", "error": "\(message)", "retry.at": "\(RestorePlanner.format(resume))"])
+            metadata: [
+                "maintenance.task": "\(task)", "maintenance.error": "\(message)",
+                "maintenance.retry.at": "\(RestorePlanner.format(resume))",
+            ])
     }
 }
 
