@@ -10,7 +10,8 @@ import Testing
 /// A database over 1 GiB with more than 100,000 transactions behind it, restored by the built
 /// `vfs-rebuild` in bounded memory. The history is written directly as LTX files (a snapshot,
 /// compacted levels, then level-0 batches); pages carry their page number and version so the
-/// result can be checked page by page. Set VFS_LARGE_TESTS=1 to run it (it writes about 1.1 GB).
+/// result can be checked page by page. Set VFS_LARGE_TESTS=1 to run it (it writes about 1.1 GB);
+/// VFS_REBUILD_BINARY=path measures another build of the tool (say, a release build).
 @Suite(
     "Restore: large database",
     .enabled(if: ProcessInfo.processInfo.environment["VFS_LARGE_TESTS"] == "1", "set VFS_LARGE_TESTS=1"),
@@ -134,8 +135,9 @@ struct RestoreLargeTests {
             // Restore with the built tool, measuring its peak memory.
             let out = dir + "/restored.db"
             let started = Date()
+            let tool = ProcessInfo.processInfo.environment["VFS_REBUILD_BINARY"] ?? TestSupport.builtProduct("vfs-rebuild")!
             let (status, maxRSSKiB) = try runMeasured(
-                TestSupport.builtProduct("vfs-rebuild")!,
+                tool,
                 ["--replica", replica.location, "--output", out, "--no-verify", "--quiet", "--json"],
                 stdout: dir + "/rebuild.json")
             let restoreSeconds = Date().timeIntervalSince(started)

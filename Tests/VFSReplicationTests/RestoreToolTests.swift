@@ -244,6 +244,10 @@ struct RestoreToolTests {
             #expect(lines[1] == "skipped \(dir)/app/empty.db: no LTX files in file://\(dir)/never-written")
             #expect(lines[2] == "1 restored, 1 skipped, 0 failed (\(config))")
             #expect(try TestSupport.dump(dir + "/app/main.db") == dumps[5])
+            // Rebuilt in place: replicating it continues the replica's lineage.
+            let marker = try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: dir + "/app/main.db-vfsrepl/restored.json")))
+            #expect((marker as? [String: Any])?["txid"] as? Int == 5)
 
             // Nothing to restore: exit 0.
             r = try Self.rebuild(["--config", config, "--all", "--if-db-not-exists", "--if-replica-exists", "--json"])

@@ -92,8 +92,15 @@ public enum RebuildTool {
         guard let output = invocation.output ?? configured else {
             throw ReplicationError(.invalidArgument, "--output is required to restore")
         }
+        let inPlace =
+            configured.map {
+                ConfigPaths.canonical(
+                    ConfigPaths.absolute(output, relativeTo: FileManager.default.currentDirectoryPath))
+                    == ConfigPaths.canonical($0)
+            } ?? false
         let outcome = try restoreOne(
-            invocation, client: client, output: output, name: configured ?? output, progress: progress)
+            invocation, client: client, output: output, name: configured ?? output, inPlace: inPlace,
+            progress: progress)
         if invocation.json {
             emit(jsonText(outcome))
         } else {
@@ -113,7 +120,8 @@ public enum RebuildTool {
                 let client = try makeReplicaClient(database.replica)
                 outcomes.append(
                     try restoreOne(
-                        invocation, client: client, output: database.path, name: database.path, progress: progress))
+                        invocation, client: client, output: database.path, name: database.path, inPlace: true,
+                        progress: progress))
             } catch let error as ReplicationError {
                 outcomes.append(Outcome(database: database.path, replica: database.replica.url, failure: error))
             }
@@ -135,9 +143,11 @@ public enum RebuildTool {
         }
     }
 
-    /// Restores one database, or says why it was skipped.
+    /// Restores one database, or says why it was skipped. A configured database rebuilt at its
+    /// own path (`inPlace`) gets a `RestoreMarker`, so that replicating it continues the replica's
+    /// lineage instead of taking the replica for another writer's.
     private static func restoreOne(
-        _ invocation: Invocation, client: any ReplicaClient, output: String, name: String,
+        _ invocation: Invocation, client: any ReplicaClient, output: String, name: String, inPlace: Bool,
         progress: ((String, RestoreProgress) -> Void)?
     ) throws -> Outcome {
         if invocation.ifDatabaseNotExists && LTXIO.exists(output) {
@@ -154,6 +164,7 @@ public enum RebuildTool {
                 target: invocation.target, force: invocation.force, verify: invocation.verify,
                 downloads: invocation.downloads),
             logger: logger, progress: progress.map { report in { report(name, $0) } })
+        if inPlace { try RestoreMarker.record(databasePath: output, replica: client.location, txid: result.txid) }
         return Outcome(database: name, replica: client.location, result: result)
     }
 

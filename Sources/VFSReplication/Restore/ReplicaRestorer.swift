@@ -124,7 +124,7 @@ public enum ReplicaRestorer {
                 plan = try fallback(
                     from: plan, files: files, skipping: skipped.map(\.file), failure: failure, client: client,
                     target: options.target)
-                logger.warning(
+                logger.info(
                     "replica file unusable; restoring through other files",
                     metadata: [
                         "restore.file": "\(failure.file)", "restore.error": "\(failure.error.message)",
