@@ -18,7 +18,10 @@ struct S3ClientTests {
         let before = s3.requestCounts
         let outcome = try s3.putObject(
             key: "dir/a b+c.bin", body: .bytes(bytes), metadata: ["Litestream-Timestamp": "2025-06-15T15:06:40.123Z"])
-        guard case .created(let etag) = outcome else { Issue.record("not created: \(outcome)"); return }
+        guard case .created(let etag) = outcome else {
+            Issue.record("not created: \(outcome)")
+            return
+        }
         #expect(etag?.lowercased() == "\"\(S3Crypto.hex(S3Crypto.md5(bytes)))\"")
 
         let head = try #require(try s3.headObject(key: "dir/a b+c.bin"))
@@ -115,7 +118,9 @@ struct S3ClientTests {
         let first = Array("first writer".utf8)
         #expect(try s3.putObject(key: "x", body: .bytes(first), ifNoneMatch: true) != .alreadyExists(identical: false))
         let before = s3.requestCounts
-        #expect(try s3.putObject(key: "x", body: .bytes(Array("second".utf8)), ifNoneMatch: true) == .alreadyExists(identical: false))
+        #expect(
+            try s3.putObject(key: "x", body: .bytes(Array("second".utf8)), ifNoneMatch: true)
+                == .alreadyExists(identical: false))
         #expect(try s3.putObject(key: "x", body: .bytes(first), ifNoneMatch: true) == .alreadyExists(identical: true))
         let used = s3.requestCounts - before
         #expect(used.put == 2 && used.head == 2 && used.retries == 0)
@@ -130,7 +135,12 @@ struct S3ClientTests {
             let path = dir + "/big"
             let size = (65 << 20) + 12345
             var bytes = TestSupport.pageBytes(seed: 7, count: 1 << 20)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: { _ = FileManager.default.createFile(atPath: path, contents: nil); return path }()))
+            let handle = try FileHandle(
+                forWritingTo: URL(
+                    fileURLWithPath: {
+                        _ = FileManager.default.createFile(atPath: path, contents: nil)
+                        return path
+                    }()))
             var written = 0
             while written < size {
                 bytes[0] = UInt8(truncatingIfNeeded: written >> 20)
@@ -144,7 +154,10 @@ struct S3ClientTests {
             let started = Date()
             let outcome = try s3.putObject(key: "big.ltx", body: .file(path: path), ifNoneMatch: true)
             let seconds = Date().timeIntervalSince(started)
-            guard case .created = outcome else { Issue.record("\(outcome)"); return }
+            guard case .created = outcome else {
+                Issue.record("\(outcome)")
+                return
+            }
             let used = s3.requestCounts - before
             #expect(used.put == 0)
             #expect(used.multipart == 1 + 5 + 1)  // create, 5 parts of 16 MiB, complete
@@ -164,7 +177,9 @@ struct S3ClientTests {
                 $0.partSize = 5 << 20
             }
             let other = TestSupport.pageBytes(seed: 9, count: (13 << 20) + 1)
-            #expect(try small.putObject(key: "big.ltx", body: .bytes(other), ifNoneMatch: true) == .alreadyExists(identical: false))
+            #expect(
+                try small.putObject(key: "big.ltx", body: .bytes(other), ifNoneMatch: true)
+                    == .alreadyExists(identical: false))
             #expect(FileManager.default.contentsEqual(atPath: path, andPath: out))
         }
     }
@@ -178,8 +193,12 @@ struct S3ClientTests {
         let bytes = TestSupport.pageBytes(seed: 3, count: (13 << 20) + 1)
         let before = s3.requestCounts
         let outcome = try s3.putObject(
-            key: "p/obj", body: .bytes(bytes), ifNoneMatch: true, metadata: ["litestream-timestamp": "2025-01-01T00:00:00Z"])
-        guard case .created(let etag) = outcome else { Issue.record("\(outcome)"); return }
+            key: "p/obj", body: .bytes(bytes), ifNoneMatch: true,
+            metadata: ["litestream-timestamp": "2025-01-01T00:00:00Z"])
+        guard case .created(let etag) = outcome else {
+            Issue.record("\(outcome)")
+            return
+        }
         #expect((s3.requestCounts - before).multipart == 1 + 3 + 1)
         #expect(try s3.getObjectBytes(key: "p/obj").bytes == bytes)
         let head = try #require(try s3.headObject(key: "p/obj"))
@@ -203,7 +222,8 @@ struct S3ClientTests {
         let server = try SeaweedFS.shared()
         let bucket = try server.makeBucket("auth")
         let s3 = try server.client(
-            bucket: bucket, credentials: S3Credentials(accessKeyID: SeaweedFS.accessKeyID, secretAccessKey: "wrong-secret"))
+            bucket: bucket,
+            credentials: S3Credentials(accessKeyID: SeaweedFS.accessKeyID, secretAccessKey: "wrong-secret"))
         let error = try #require(throws: ReplicationError.self) {
             try s3.putObject(key: "x", body: .bytes([1]))
         }
@@ -271,7 +291,9 @@ struct S3ClientTests {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) }
+        }
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
         }
@@ -347,7 +369,9 @@ struct S3ClientTests {
         let started = Date()
         for _ in 0..<200 { _ = try s3.headObject(key: "k") }
         let perRequest = Date().timeIntervalSince(started) / 200 * 1000
-        print("S3 HEAD on a reused connection: \(String(format: "%.2f", perRequest)) ms per request (SeaweedFS on loopback)")
+        print(
+            "S3 HEAD on a reused connection: \(String(format: "%.2f", perRequest)) ms per request (SeaweedFS on loopback)"
+        )
         #expect(s3.requestCounts.head == 200)
     }
 
@@ -386,7 +410,8 @@ struct S3TLSTests {
         try s3.putObject(key: "secure", body: .bytes(Array("over tls".utf8)))
         #expect(try s3.getObjectBytes(key: "secure").bytes == Array("over tls".utf8))
         // A replica configured with ca-file works the same way.
-        let replica = try S3ReplicaClient(config: server.replicaConfig(bucket: bucket, prefix: "db", https: true), environment: [:])
+        let replica = try S3ReplicaClient(
+            config: server.replicaConfig(bucket: bucket, prefix: "db", https: true), environment: [:])
         #expect(try replica.listLevels() == [])
     }
 

@@ -5,12 +5,15 @@ import Testing
 
 /// The S3 replica client against SeaweedFS: Litestream 0.5's S3 layout, fencing by conditional
 /// writes, listing, fetching, deleting; restores of what it wrote (ours and Litestream's).
-@Suite("S3 replica client (SeaweedFS)", .enabled(if: SeaweedFS.weedPath != nil, "SeaweedFS not installed: run scripts/setup"))
+@Suite(
+    "S3 replica client (SeaweedFS)",
+    .enabled(if: SeaweedFS.weedPath != nil, "SeaweedFS not installed: run scripts/setup"))
 struct S3ReplicaClientTests {
     func makeReplica(prefix: String = "app/db") throws -> (SeaweedFS, S3ReplicaClient) {
         let server = try SeaweedFS.shared()
         let bucket = try server.makeBucket("replica")
-        let replica = try S3ReplicaClient(config: server.replicaConfig(bucket: bucket, prefix: prefix), environment: [:])
+        let replica = try S3ReplicaClient(
+            config: server.replicaConfig(bucket: bucket, prefix: prefix), environment: [:])
         return (server, replica)
     }
 
@@ -29,7 +32,8 @@ struct S3ReplicaClientTests {
             for (i, f) in files.enumerated() {
                 let path = dir + "/f\(i).ltx"
                 try TestSupport.writeFile(path, f.bytes)
-                try replica.publish(level: f.level, minTXID: f.min, maxTXID: f.max, localPath: path, timestamp: timestamp)
+                try replica.publish(
+                    level: f.level, minTXID: f.min, maxTXID: f.max, localPath: path, timestamp: timestamp)
             }
             #expect((s3.requestCounts - before).put == 4)
 
@@ -56,7 +60,10 @@ struct S3ReplicaClientTests {
             #expect(try replica.listLevels() == [0, 1, 9])
             let level0 = try replica.listFiles(level: 0)
             #expect((s3.requestCounts - listBefore).list == 2)
-            #expect(level0.map(\.description) == ["L0/0000000000000001-0000000000000001.ltx", "L0/0000000000000002-000000000000001f.ltx"])
+            #expect(
+                level0.map(\.description) == [
+                    "L0/0000000000000001-0000000000000001.ltx", "L0/0000000000000002-000000000000001f.ltx",
+                ])
             #expect(level0.map(\.size) == [500, 700])
             #expect(level0.allSatisfy { $0.createdAt.map { abs($0.timeIntervalSinceNow) < 300 } == true })
             #expect(try replica.listFiles(level: 5).isEmpty)
@@ -98,7 +105,8 @@ struct S3ReplicaClientTests {
             #expect(error.code == .fenced)
             #expect(
                 error.message.contains(
-                    "another writer owns this lineage: s3://\(replica.client.bucket)/app/db/0000/0000000000000005-0000000000000005.ltx already exists"
+                    "another writer owns this lineage: s3://\(replica.client.bucket)/"
+                        + "app/db/0000/0000000000000005-0000000000000005.ltx already exists"
                 ))
             let fetched = try replica.fetch(LTXFileInfo(level: 0, minTXID: 5, maxTXID: 5, size: 4))
             defer { fetched.release() }
@@ -127,7 +135,9 @@ struct S3ReplicaClientTests {
         var config = server.replicaConfig(bucket: bucket, prefix: "x")
         config.accessKeyID = nil
         config.secretAccessKey = nil
-        let error = try #require(throws: ReplicationError.self) { try S3ReplicaClient(config: config, environment: [:]) }
+        let error = try #require(throws: ReplicationError.self) {
+            try S3ReplicaClient(config: config, environment: [:])
+        }
         #expect(error.code == .invalidConfig && error.message.contains("access-key-id"))
     }
 
@@ -168,7 +178,8 @@ struct S3ReplicaClientTests {
             """.write(toFile: config, atomically: true, encoding: .utf8)
             let theirs = dir + "/theirs.db"
             let r = try TestSupport.run(
-                litestream, ["restore", "-config", config, "-o", theirs, db], environment: TestSupport.childEnvironment())
+                litestream, ["restore", "-config", config, "-o", theirs, db],
+                environment: TestSupport.childEnvironment())
             try #require(r.status == 0, "litestream restore failed: \(r)")
             #expect(try TestSupport.dump(theirs) == dumps[builder.txid])
         }
@@ -204,7 +215,8 @@ struct S3ReplicaClientTests {
                     secret-access-key: \(SeaweedFS.secretAccessKey)
             """.write(toFile: config, atomically: true, encoding: .utf8)
             let process = try TestSupport.BackgroundProcess(
-                TestSupport.litestreamPath!, ["replicate", "-config", config], environment: TestSupport.childEnvironment(),
+                TestSupport.litestreamPath!, ["replicate", "-config", config],
+                environment: TestSupport.childEnvironment(),
                 logPath: dir + "/litestream.log")
             defer { process.stop() }
             let uploaded = TestSupport.waitUntil(timeout: 30) {

@@ -15,7 +15,8 @@ struct S3RetryTests {
     static let slowDown = """
         <?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>
         """
-    static let internalError = "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
+    static let internalError =
+        "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
 
     func client(_ server: ScriptedHTTPServer, attempts: Int = 4) throws -> S3Client {
         var options = S3ClientOptions(endpoint: "http://127.0.0.1:\(server.port)", region: "auto")
@@ -25,7 +26,8 @@ struct S3RetryTests {
 
     @Test func serverErrorsAndThrottlingAreRetried() throws {
         let server = try ScriptedHTTPServer([
-            .init(status: 503, body: Self.slowDown), .init(status: 429, body: ""), .init(status: 500, body: Self.internalError),
+            .init(status: 503, body: Self.slowDown), .init(status: 429, body: ""),
+            .init(status: 500, body: Self.internalError),
             .init(status: 200, body: "", headers: ["ETag": "\"abc\""]),
         ])
         defer { server.stop() }
@@ -72,12 +74,18 @@ struct S3RetryTests {
 
     @Test func requestTimeoutAndErrorsInside200AreRetried() throws {
         let server = try ScriptedHTTPServer([
-            .init(status: 400, body: "<Error><Code>RequestTimeout</Code><Message>Your socket connection...</Message></Error>"),
-            .init(status: 200, body: "<InitiateMultipartUploadResult><UploadId>U1</UploadId></InitiateMultipartUploadResult>"),
+            .init(
+                status: 400,
+                body: "<Error><Code>RequestTimeout</Code><Message>Your socket connection...</Message></Error>"),
+            .init(
+                status: 200,
+                body: "<InitiateMultipartUploadResult><UploadId>U1</UploadId></InitiateMultipartUploadResult>"),
             .init(status: 200, body: "", headers: ["ETag": "\"p1\""]),
             .init(status: 200, body: "", headers: ["ETag": "\"p2\""]),
             .init(status: 200, body: Self.internalError),  // CompleteMultipartUpload failing inside a 200
-            .init(status: 200, body: "<CompleteMultipartUploadResult><ETag>\"done-2\"</ETag></CompleteMultipartUploadResult>"),
+            .init(
+                status: 200,
+                body: "<CompleteMultipartUploadResult><ETag>\"done-2\"</ETag></CompleteMultipartUploadResult>"),
         ])
         defer { server.stop() }
         var options = S3ClientOptions(endpoint: "http://127.0.0.1:\(server.port)", region: "auto")
@@ -99,13 +107,17 @@ struct S3RetryTests {
         #expect(requests[2].body.count == 5 << 20 && requests[3].body.count == 2 << 20)
         #expect(requests[4].headers["if-none-match"] == "*")
         #expect(requests[1].headers["if-none-match"] == nil)
-        #expect(String(decoding: requests[5].body, as: UTF8.self).contains("<PartNumber>2</PartNumber><ETag>&quot;p2&quot;</ETag>"))
+        #expect(
+            String(decoding: requests[5].body, as: UTF8.self).contains(
+                "<PartNumber>2</PartNumber><ETag>&quot;p2&quot;</ETag>"))
         #expect(s3.requestCounts.multipart == 6)
     }
 
     @Test func aFailedPartAbortsTheUpload() throws {
         let server = try ScriptedHTTPServer([
-            .init(status: 200, body: "<InitiateMultipartUploadResult><UploadId>U9</UploadId></InitiateMultipartUploadResult>"),
+            .init(
+                status: 200,
+                body: "<InitiateMultipartUploadResult><UploadId>U9</UploadId></InitiateMultipartUploadResult>"),
             .init(status: 400, body: "<Error><Code>InvalidDigest</Code><Message>bad</Message></Error>"),
             .init(status: 204, body: ""),
         ])
@@ -153,7 +165,10 @@ final class ScriptedHTTPServer: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let listenerFD = listener
-        guard withUnsafePointer(to: &address, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listenerFD, $0, length) } }) == 0,
+        guard
+            withUnsafePointer(
+                to: &address, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listenerFD, $0, length) } })
+                == 0,
             listen(listener, 16) == 0
         else { throw TestFailure("scripted server: bind/listen failed: errno \(errno)") }
         _ = withUnsafeMutablePointer(to: &address) {
@@ -195,14 +210,18 @@ final class ScriptedHTTPServer: @unchecked Sendable {
         let separator: [UInt8] = [13, 10, 13, 10]
         var headerEnd: Int?
         while headerEnd == nil {
-            if let range = data.firstRange(of: separator) { headerEnd = range.lowerBound; break }
+            if let range = data.firstRange(of: separator) {
+                headerEnd = range.lowerBound
+                break
+            }
             if !fill() { return }
         }
         let head = String(decoding: data[0..<headerEnd!], as: UTF8.self).components(separatedBy: "\r\n")
         var headers: [String: String] = [:]
         for line in head.dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                in: .whitespaces)
         }
         let length = Int(headers["content-length"] ?? "0") ?? 0
         let bodyStart = headerEnd! + 4
@@ -212,7 +231,8 @@ final class ScriptedHTTPServer: @unchecked Sendable {
             recorded.append(request)
             return script.isEmpty ? Answer(status: 500, body: "script exhausted") : script.removeFirst()
         }
-        var response = "HTTP/1.1 \(answer.status) Scripted\r\nContent-Length: \(answer.body.utf8.count)\r\nConnection: close\r\n"
+        var response =
+            "HTTP/1.1 \(answer.status) Scripted\r\nContent-Length: \(answer.body.utf8.count)\r\nConnection: close\r\n"
         for (name, value) in answer.headers { response += "\(name): \(value)\r\n" }
         response += "\r\n" + answer.body
         let bytes = Array(response.utf8)

@@ -32,7 +32,8 @@ struct S3SigV4Tests {
             payloadHash: Self.empty, date: Self.suiteDate)
         #expect(
             signed.canonicalRequest
-                == "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n\(Self.empty)")
+                == "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n\(Self.empty)"
+        )
         #expect(
             signed.stringToSign
                 == "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n"
@@ -40,7 +41,8 @@ struct S3SigV4Tests {
         #expect(
             signed.authorization
                 == "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
-                + "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")
+                + "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        )
     }
 
     @Test func getVanillaQueryOrderKeyCase() {
@@ -74,7 +76,8 @@ struct S3SigV4Tests {
         let signed = Self.s3Signer.sign(
             method: "GET", encodedPath: "/test.txt", query: [],
             headers: [
-                ("Host", "examplebucket.s3.amazonaws.com"), ("Range", "bytes=0-9"), ("x-amz-content-sha256", Self.empty),
+                ("Host", "examplebucket.s3.amazonaws.com"), ("Range", "bytes=0-9"),
+                ("x-amz-content-sha256", Self.empty),
             ], payloadHash: Self.empty, date: Self.s3Date)
         #expect(signed.signedHeaders == "host;range;x-amz-content-sha256;x-amz-date")
         #expect(
@@ -167,7 +170,9 @@ struct S3SigV4Tests {
         #expect(virtual.origin == "https://bk.s3.us-west-2.amazonaws.com")
         #expect(virtual.location(key: "k") == ("/k", "bk.s3.us-west-2.amazonaws.com"))
         #expect(virtual.location(key: nil) == ("/", "bk.s3.us-west-2.amazonaws.com"))
-        #expect(throws: ReplicationError.self) { try S3Endpoint(options: S3ClientOptions(endpoint: "ftp://x"), bucket: "b") }
+        #expect(throws: ReplicationError.self) {
+            try S3Endpoint(options: S3ClientOptions(endpoint: "ftp://x"), bucket: "b")
+        }
     }
 
     @Test func credentialsFromConfigOrEnvironment() throws {
@@ -232,13 +237,15 @@ struct S3SigV4Tests {
         let timeout = failure(.transport(HTTPTransportError(kind: .timeout, code: 28, detail: "Operation timed out")))
         #expect(timeout.code == .timeout)
         let tls = failure(
-            .transport(HTTPTransportError(kind: .tls, code: 60, detail: "SSL certificate problem: self-signed certificate")))
+            .transport(
+                HTTPTransportError(kind: .tls, code: 60, detail: "SSL certificate problem: self-signed certificate")))
         #expect(tls.message.contains("certificate") && tls.message.contains("'ca-file'"))
         let tlsWithCA = failure(
             .transport(HTTPTransportError(kind: .tls, code: 60, detail: "SSL certificate problem")), caFile: "/ca.pem")
         #expect(tlsWithCA.message.contains("not trusted by ca-file /ca.pem"))
         var retried = S3Failure(
-            operation: "GetObject", target: "s3://bk/k", bucket: "bk", endpoint: "http://127.0.0.1:1", region: "us-east-1",
+            operation: "GetObject", target: "s3://bk/k", bucket: "bk", endpoint: "http://127.0.0.1:1",
+            region: "us-east-1",
             cause: .http(status: 503, code: "SlowDown", message: "Reduce your request rate"))
         retried.attempts = 4
         retried.elapsed = .milliseconds(2500)
@@ -248,11 +255,13 @@ struct S3SigV4Tests {
     @Test func litestreamTimestamps() {
         let date = Date(timeIntervalSince1970: 1_750_000_000.123)
         #expect(S3ReplicaClient.formatTimestamp(date) == "2025-06-15T15:06:40.123Z")
-        #expect(S3ReplicaClient.formatTimestamp(Date(timeIntervalSince1970: 1_750_000_000.5)) == "2025-06-15T15:06:40.5Z")
+        #expect(
+            S3ReplicaClient.formatTimestamp(Date(timeIntervalSince1970: 1_750_000_000.5)) == "2025-06-15T15:06:40.5Z")
         #expect(S3ReplicaClient.formatTimestamp(Date(timeIntervalSince1970: 1_750_000_000)) == "2025-06-15T15:06:40Z")
         #expect(S3ReplicaClient.parseTimestamp("2025-06-15T15:06:40.123Z") == date)
         #expect(
-            S3ReplicaClient.parseTimestamp("2025-06-15T15:06:40.123456789Z")?.timeIntervalSince1970 == 1_750_000_000.123)
+            S3ReplicaClient.parseTimestamp("2025-06-15T15:06:40.123456789Z")?.timeIntervalSince1970 == 1_750_000_000.123
+        )
         #expect(S3ReplicaClient.parseTimestamp("2025-06-15T15:06:40Z")?.timeIntervalSince1970 == 1_750_000_000)
     }
 

@@ -181,14 +181,16 @@ public final class S3ReplicaClient: ReplicaClient {
 
     /// Parses `formatTimestamp`'s output (and any RFC 3339 time with up to nanoseconds).
     public static func parseTimestamp(_ text: String) -> Date? {
-        S3XML.parseTimestamp(text) ?? {
-            // ISO8601DateFormatter takes at most milliseconds: cut longer fractions.
-            guard let dot = text.firstIndex(of: "."), let end = text[dot...].firstIndex(where: { !$0.isNumber && $0 != "." })
-            else { return nil }
-            let digits = text[text.index(after: dot)..<end]
-            guard digits.count > 3 else { return nil }
-            return S3XML.parseTimestamp(String(text[..<dot]) + "." + digits.prefix(3) + String(text[end...]))
-        }()
+        S3XML.parseTimestamp(text)
+            ?? {
+                // ISO8601DateFormatter takes at most milliseconds: cut longer fractions.
+                guard let dot = text.firstIndex(of: "."),
+                    let end = text[dot...].firstIndex(where: { !$0.isNumber && $0 != "." })
+                else { return nil }
+                let digits = text[text.index(after: dot)..<end]
+                guard digits.count > 3 else { return nil }
+                return S3XML.parseTimestamp(String(text[..<dot]) + "." + digits.prefix(3) + String(text[end...]))
+            }()
     }
 
     static var temporaryDirectory: String {

@@ -77,7 +77,8 @@ struct HTTPTransportError: Error {
         case 5, 6: .dns  // COULDNT_RESOLVE_PROXY, COULDNT_RESOLVE_HOST
         case 7: .connectionRefused  // COULDNT_CONNECT
         case 28: .timeout  // OPERATION_TIMEDOUT
-        case 8, 16, 18, 52, 55, 56, 92: .connection  // WEIRD_SERVER_REPLY, HTTP2, PARTIAL_FILE, GOT_NOTHING, SEND/RECV, HTTP2_STREAM
+        // WEIRD_SERVER_REPLY, HTTP2, PARTIAL_FILE, GOT_NOTHING, SEND_ERROR, RECV_ERROR, HTTP2_STREAM
+        case 8, 16, 18, 52, 55, 56, 92: .connection
         case 35, 51, 58, 60, 83, 90, 91: .tls  // SSL_CONNECT_ERROR, PEER_FAILED_VERIFICATION, ...
         case 77: .tlsCAFile  // SSL_CACERT_BADFILE
         case 23, 26, 42: .local  // WRITE_ERROR, READ_ERROR, ABORTED_BY_CALLBACK
@@ -135,7 +136,9 @@ final class CurlTransport: Sendable {
         return perform(request, on: handle.pointer)
     }
 
-    private func perform(_ request: HTTPRequest, on curl: UnsafeMutableRawPointer) -> Result<HTTPResponse, HTTPTransportError> {
+    private func perform(_ request: HTTPRequest, on curl: UnsafeMutableRawPointer) -> Result<
+        HTTPResponse, HTTPTransportError
+    > {
         let context = TransferContext(body: request.body, responseFile: request.responseFile)
         var headerList: UnsafeMutablePointer<curl_slist>?
         for header in request.headers {
@@ -210,7 +213,8 @@ final class CurlTransport: Sendable {
             _ = ccurl_getinfo_long(curl, CURLINFO_OS_ERRNO, &osErrno)
             return .failure(
                 HTTPTransportError(
-                    kind: HTTPTransportError.kind(forCurlCode: raw), code: raw, detail: detail, osErrno: Int32(osErrno)))
+                    kind: HTTPTransportError.kind(forCurlCode: raw), code: raw, detail: detail, osErrno: Int32(osErrno))
+            )
         }
         var status = 0
         _ = ccurl_getinfo_long(curl, CURLINFO_RESPONSE_CODE, &status)
@@ -284,7 +288,8 @@ private let curlReadCallback: ccurl_data_callback = { buffer, size, count, userd
     case .file(let fd, let path, let offset, _):
         var done = 0
         while done < n {
-            let r = pread(fd, UnsafeMutableRawPointer(buffer) + done, n - done, off_t(offset + context.position) + off_t(done))
+            let r = pread(
+                fd, UnsafeMutableRawPointer(buffer) + done, n - done, off_t(offset + context.position) + off_t(done))
             if r < 0 && errno == EINTR { continue }
             if r <= 0 {
                 let reason = r == 0 ? "file is shorter than when the upload started" : String(cString: strerror(errno))

@@ -129,7 +129,8 @@ public final class S3Client: Sendable {
     public func getObject(key: String, toFile path: String) throws -> S3ObjectInfo {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw ReplicationError(.io, "S3 GetObject \(url(key: key)): create \(path): \(String(cString: strerror(errno)))")
+            throw ReplicationError(
+                .io, "S3 GetObject \(url(key: key)): create \(path): \(String(cString: strerror(errno)))")
         }
         var ok = false
         defer {
@@ -174,7 +175,8 @@ public final class S3Client: Sendable {
 
     /// The object's size, ETag, modification time and metadata; nil if there is no such key.
     public func headObject(key: String) throws -> S3ObjectInfo? {
-        let response = try perform(S3Call(operation: "HeadObject", kind: .head, method: "HEAD", key: key, accept: [404]))
+        let response = try perform(
+            S3Call(operation: "HeadObject", kind: .head, method: "HEAD", key: key, accept: [404]))
         if response.status == 404 { return nil }
         let size = response.headers["content-length"].flatMap(Int64.init) ?? 0
         return objectInfo(key: key, response: response, size: size)
@@ -207,7 +209,8 @@ public final class S3Client: Sendable {
         let token = root.value("NextContinuationToken").flatMap { $0.isEmpty ? nil : $0 }
         if truncated && token == nil {
             throw ReplicationError(
-                .io, "S3 ListObjectsV2 \(target) (endpoint \(endpointURL)): truncated page without a continuation token")
+                .io, "S3 ListObjectsV2 \(target) (endpoint \(endpointURL)): truncated page without a continuation token"
+            )
         }
         return S3ListPage(objects: objects, commonPrefixes: prefixes, nextContinuationToken: truncated ? token : nil)
     }
@@ -245,7 +248,9 @@ public final class S3Client: Sendable {
             let response = try perform(
                 S3Call(
                     operation: "DeleteObjects", kind: .delete, method: "POST", key: nil, query: [("delete", "")],
-                    headers: [("content-md5", S3Crypto.base64(S3Crypto.md5(body))), ("content-type", "application/xml")],
+                    headers: [
+                        ("content-md5", S3Crypto.base64(S3Crypto.md5(body))), ("content-type", "application/xml"),
+                    ],
                     body: .bytes(body), payloadHash: S3Crypto.hex(S3Crypto.sha256(body)), target: target))
             guard let root = S3XML.parse(response.body) else { continue }
             let failures = root.children("Error").filter { $0.value("Code") != "NoSuchKey" }
@@ -355,7 +360,8 @@ public final class S3Client: Sendable {
                 if s3Code == "RequestTimeTooSkewed" && !resignedForSkew {
                     resignedForSkew = true
                     if learnClockOffset(response: response, error: parsed) {
-                        logger.info("clock skew: re-signing with the server's time", metadata: ["s3.op": "\(call.operation)"])
+                        logger.info(
+                            "clock skew: re-signing with the server's time", metadata: ["s3.op": "\(call.operation)"])
                         continue
                     }
                 }

@@ -9,7 +9,7 @@ import Foundation
 /// HTTP), how many attempts were made, and a hint saying what to check. Never holds secrets.
 ///
 /// ```text
-/// S3 PutObject s3://backups/db/0000/0000000000000001-0000000000000001.ltx (endpoint https://x.r2.cloudflarestorage.com):
+/// S3 PutObject s3://backups/db/0000/0000000000000001-0000000000000001.ltx (endpoint https://x.r2...com):
 ///   HTTP 403 SignatureDoesNotMatch: The request signature we calculated does not match ...;
 ///   check access-key-id / secret-access-key
 /// ```
@@ -54,7 +54,8 @@ struct S3Failure {
                 while message.hasSuffix(".") { message.removeLast() }
                 text += ": \(message)"
             }
-            let (hint, hintCode) = S3Failure.hint(status: status, s3Code: s3Code, operation: operation, bucket: bucket,
+            let (hint, hintCode) = S3Failure.hint(
+                status: status, s3Code: s3Code, operation: operation, bucket: bucket,
                 endpoint: endpoint, region: region)
             if let hint { text += "; \(hint)" }
             code = hintCode
@@ -92,7 +93,8 @@ struct S3Failure {
             return (nil, .missingReplica)
         case "RequestTimeTooSkewed":
             return (
-                "this machine's clock differs from the server's by more than 15 minutes (clock skew): fix the clock (NTP)",
+                "this machine's clock differs from the server's by more than 15 minutes (clock skew): "
+                    + "fix the clock (NTP)",
                 .invalidConfig
             )
         case "PermanentRedirect", "AuthorizationHeaderMalformedRegion", "IllegalLocationConstraintException":
@@ -133,7 +135,8 @@ struct S3Failure {
                 return ("host unreachable (\(failure.detail)); check 'endpoint' and this machine's network", .io)
             default:
                 return (
-                    "could not connect (\(failure.detail), errno \(failure.osErrno)); is the endpoint up? check 'endpoint'",
+                    "could not connect (\(failure.detail), errno \(failure.osErrno)); is the endpoint up? "
+                        + "check 'endpoint'",
                     .io
                 )
             }
@@ -155,7 +158,8 @@ struct S3Failure {
             return ("TLS certificate problem (\(failure.detail)); \(trust)", .io)
         case .tlsCAFile:
             return (
-                "cannot load the CA certificate file \(caFile ?? "(libcurl default)") (\(failure.detail)); check 'ca-file'",
+                "cannot load the CA certificate file \(caFile ?? "(libcurl default)") (\(failure.detail)); "
+                    + "check 'ca-file'",
                 .invalidConfig
             )
         case .local:

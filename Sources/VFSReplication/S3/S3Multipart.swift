@@ -64,7 +64,9 @@ extension S3Client {
                 guard let etag = response.headers["etag"], !etag.isEmpty else {
                     throw ReplicationError(
                         .io,
-                        "S3 UploadPart \(url(key: key)) part \(number) (endpoint \(endpointURL)): no ETag in the response")
+                        "S3 UploadPart \(url(key: key)) part \(number) (endpoint \(endpointURL)): "
+                            + "no ETag in the response"
+                    )
                 }
                 parts.append((number, etag))
                 partMD5s.append(digests.md5)
@@ -89,7 +91,8 @@ extension S3Client {
                         query: [("uploadId", uploadID)], headers: headers, body: .bytes(body),
                         payloadHash: S3Crypto.hex(S3Crypto.sha256(body)), accept: ifNoneMatch ? [412] : [],
                         errorMayComeIn200: true))
-            } catch let error as S3CallError where error.failure.s3Code == "NoSuchUpload" && error.failure.attempts > 1 {
+            } catch let error as S3CallError where error.failure.s3Code == "NoSuchUpload" && error.failure.attempts > 1
+            {
                 // A retried Complete whose first attempt went through: the upload is gone
                 // because it became the object. Make sure it is ours.
                 if let existing = try headObject(key: key), existing.etag?.lowercased() == expectedETag.lowercased() {

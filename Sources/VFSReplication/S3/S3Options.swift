@@ -238,7 +238,9 @@ public struct S3ObjectInfo: Sendable, Equatable {
     /// `x-amz-meta-*` headers, names lower-cased without the prefix.
     public var metadata: [String: String]
 
-    public init(key: String, size: Int64, etag: String? = nil, lastModified: Date? = nil, metadata: [String: String] = [:]) {
+    public init(
+        key: String, size: Int64, etag: String? = nil, lastModified: Date? = nil, metadata: [String: String] = [:]
+    ) {
         self.key = key
         self.size = size
         self.etag = etag

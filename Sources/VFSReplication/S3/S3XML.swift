@@ -52,7 +52,11 @@ enum S3XML {
             case "'": out += "&apos;"
             default:
                 // Control characters are not allowed in XML 1.0 text; S3 wants them as references.
-                if ch.value < 0x20 && ch != "\n" && ch != "\t" { out += "&#\(ch.value);" } else { out.unicodeScalars.append(ch) }
+                if ch.value < 0x20 && ch != "\n" && ch != "\t" {
+                    out += "&#\(ch.value);"
+                } else {
+                    out.unicodeScalars.append(ch)
+                }
             }
         }
         return out

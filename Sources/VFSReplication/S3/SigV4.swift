@@ -102,7 +102,8 @@ public struct SigV4Signer: Sendable {
         let signature = S3Crypto.hex(S3Crypto.hmacSHA256(key: key, Array(stringToSign.utf8)))
 
         let authorization =
-            "AWS4-HMAC-SHA256 Credential=\(accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
+            "AWS4-HMAC-SHA256 Credential=\(accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), "
+            + "Signature=\(signature)"
         all.append((name: "authorization", value: authorization))
         return Signed(
             headers: all, canonicalQuery: canonicalQuery, canonicalRequest: canonicalRequest,
@@ -123,7 +124,10 @@ public struct SigV4Signer: Sendable {
     /// Encodes and sorts query parameters: `A=1&b=x%2Fy` (names, then values, by byte order).
     public static func canonicalQuery(_ query: [(String, String)]) -> String {
         query.map { (uriEncode($0.0, encodeSlash: true), uriEncode($0.1, encodeSlash: true)) }
-            .sorted { $0.0 != $1.0 ? $0.0.utf8.lexicographicallyPrecedes($1.0.utf8) : $0.1.utf8.lexicographicallyPrecedes($1.1.utf8) }
+            .sorted {
+                $0.0 != $1.0
+                    ? $0.0.utf8.lexicographicallyPrecedes($1.0.utf8) : $0.1.utf8.lexicographicallyPrecedes($1.1.utf8)
+            }
             .map { "\($0.0)=\($0.1)" }
             .joined(separator: "&")
     }

@@ -178,7 +178,9 @@ final class SeaweedFS: @unchecked Sendable {
         let guardian = Process()
         guardian.executableURL = URL(fileURLWithPath: "/bin/sh")
         guardian.arguments = [
-            "-c", "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; kill -TERM \(process.processIdentifier) 2>/dev/null",
+            "-c",
+            "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; "
+                + "kill -TERM \(process.processIdentifier) 2>/dev/null",
         ]
         guardian.standardInput = FileHandle.nullDevice
         guardian.standardOutput = FileHandle.nullDevice
@@ -202,7 +204,8 @@ final class SeaweedFS: @unchecked Sendable {
         for url in endpoints {
             while true {
                 guard process.isRunning else {
-                    throw TestFailure("weed mini exited (status \(process.terminationStatus)); log:\n\(log.suffix(4000))")
+                    throw TestFailure(
+                        "weed mini exited (status \(process.terminationStatus)); log:\n\(log.suffix(4000))")
                 }
                 do {
                     var options = S3ClientOptions(endpoint: url, region: "us-east-1", forcePathStyle: true)
@@ -210,14 +213,16 @@ final class SeaweedFS: @unchecked Sendable {
                     options.retry = S3RetryPolicy(maxAttempts: 1)
                     options.connectTimeout = .seconds(2)
                     options.lowSpeedTime = .seconds(5)
-                    let probe = try S3Client(bucket: SeaweedFS.defaultBucket, credentials: SeaweedFS.credentials, options: options)
+                    let probe = try S3Client(
+                        bucket: SeaweedFS.defaultBucket, credentials: SeaweedFS.credentials, options: options)
                     _ = try probe.listObjects(prefix: "", maxKeys: 1)
                     break
                 } catch {
                     last = "\(error)"
                 }
                 if Date() >= deadline {
-                    throw TestFailure("SeaweedFS at \(url) not ready after \(Int(timeout)) s: \(last)\nlog:\n\(log.suffix(4000))")
+                    throw TestFailure(
+                        "SeaweedFS at \(url) not ready after \(Int(timeout)) s: \(last)\nlog:\n\(log.suffix(4000))")
                 }
                 usleep(200_000)
             }
