@@ -389,12 +389,17 @@ struct S3ClientTests {
                     let got = try s3.getObjectBytes(key: key).bytes
                     if got != Array(key.utf8) { failures.withLock { $0.append("\(key): wrong bytes") } }
                 }
+                // XML responses parsed on many threads at once.
+                for _ in 0..<10 {
+                    let listed = try s3.listObjects(prefix: "w\(worker)/").objects.count
+                    if listed != 10 { failures.withLock { $0.append("w\(worker): listed \(listed)") } }
+                }
             } catch {
                 failures.withLock { $0.append("\(error)") }
             }
         }
         #expect(failures.withLock { $0 } == [])
-        #expect(s3.requestCounts.put == 80 && s3.requestCounts.get == 80)
+        #expect(s3.requestCounts.put == 80 && s3.requestCounts.get == 80 && s3.requestCounts.list == 80)
         #expect(try s3.listAllObjects(prefix: "").objects.count == 80)
     }
 }
