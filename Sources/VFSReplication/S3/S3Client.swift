@@ -319,7 +319,8 @@ public final class S3Client: Sendable {
     // MARK: - Sending, signing, retrying
 
     /// Sends a request, retrying what may pass; returns 2xx responses and those in `accept`.
-    /// Throws `S3CallError` (a `ReplicationError` is inside) for everything else.
+    /// Throws the `ReplicationError` describing anything else (`performRetrying` throws the
+    /// underlying `S3CallError`, for callers that look at the status or S3 code).
     func perform(_ call: S3Call) throws -> HTTPResponse {
         do {
             return try performRetrying(call)
