@@ -8,7 +8,8 @@ import VFSReplication
 #endif
 
 /// A digest of a database's logical content: every row of every table in rowid order
-/// (FNV-1a 64 over column types and bytes), with the row count.
+/// (FNV-1a 64 over column types and bytes), with the row count. SQLite's and Litestream's own
+/// tables (`_litestream_seq`, `_litestream_lock`) are left out.
 struct ContentDigest: Codable, Equatable, CustomStringConvertible {
     var rows: Int
     var hash: UInt64
@@ -16,7 +17,7 @@ struct ContentDigest: Codable, Equatable, CustomStringConvertible {
 
     static func of(_ c: BenchConnection) throws -> ContentDigest {
         var tables: [String] = []
-        let list = try c.prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        let list = try c.prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_litestream%' ESCAPE '\\' ORDER BY name")
         while sqlite3_step(list) == SQLITE_ROW { tables.append(String(cString: sqlite3_column_text(list, 0))) }
         sqlite3_finalize(list)
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
