@@ -107,6 +107,9 @@ struct RestorePlannerTests {
         let inside = #expect(throws: ReplicationError.self) { try RestorePlanner.plan(files: files, target: .txid(6)) }
         #expect(inside?.code == .gap)
         #expect(inside?.message.contains("L1/0000000000000004-0000000000000008.ltx") == true)
+        #expect(
+            inside?.message.hasSuffix(
+                "the nearest restore points are TXID 0000000000000003 and TXID 0000000000000008") == true)
         let beyond = #expect(throws: ReplicationError.self) { try RestorePlanner.plan(files: files, target: .txid(20)) }
         #expect(beyond?.code == .gap)
         #expect(beyond?.message.contains("beyond the end") == true)

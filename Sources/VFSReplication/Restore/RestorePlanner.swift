@@ -267,11 +267,17 @@ public enum RestorePlanner {
             if reached >= txid { return }
             if let next = beyond.first, next.minTXID > reached + 1 { throw gapError(after: chain.last, next: next) }
             if let covering = beyond.first {
+                let points = restorePoints(files: files)
+                var nearest: [String] = []
+                if let below = points.filter({ $0 < txid }).max() { nearest.append("TXID \(hex16(below))") }
+                if let above = points.filter({ $0 > txid }).min() { nearest.append("TXID \(hex16(above))") }
                 throw ReplicationError(
                     .gap,
                     "\(location): no restore point at TXID \(hex16(txid)): it lies inside \(covering) "
                         + "(TXIDs \(hex16(covering.minTXID))-\(hex16(covering.maxTXID)) compacted), "
                         + "and no file ends there"
+                        + (nearest.isEmpty
+                            ? "" : "; the nearest restore points are " + nearest.joined(separator: " and "))
                 )
             }
             let end = files.map(\.maxTXID).max() ?? 0
