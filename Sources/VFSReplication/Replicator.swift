@@ -43,6 +43,12 @@ public final class Replicator: @unchecked Sendable {
                 DatabaseUploader(config: db, spool: spool, replica: client, logger: logger, observers: observers))
         }
         self.uploaders = uploaders
+        logger.info(
+            "replicator ready",
+            metadata: [
+                "databases": "\(config.databases.count)",
+                "io": "\(ReplicatedVFS.ioUringAvailable ? "io_uring" : "pwrite+fsync (io_uring refused)")",
+            ])
     }
 
     /// Starts the uploader threads. Only one process ships a given database at a time; the

@@ -37,6 +37,9 @@ public enum ReplicatedVFS {
         return SpoolHandle(db)
     }
 
+    /// Whether io_uring carries the batched writes in this process (else plain syscalls).
+    public static var ioUringAvailable: Bool { vr_io_uring_available() == 1 }
+
     /// Counters of this process's shim (tests and status).
     public static func stats() -> (captures: UInt64, framesCaptured: UInt64, resets: UInt64, refusedWrites: UInt64) {
         var s = vr_stats()

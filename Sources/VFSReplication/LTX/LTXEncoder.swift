@@ -1,3 +1,4 @@
+internal import CVFSShim
 import Foundation
 
 #if canImport(Glibc)
@@ -190,8 +191,11 @@ public final class LTXEncoder {
         let fileChecksum = LTX.checksumFlag | crc.value
         tail.ltxAppendBigEndian(fileChecksum)
         buffer += tail
-        try flush()
-        if sync { try LTXIO.fsync(fd, path: path) }
+        if sync {
+            try flushAndSync()
+        } else {
+            try flush()
+        }
         state = .finished
         index = []
         return LTXTrailer(postApplyChecksum: post, fileChecksum: fileChecksum)
@@ -204,6 +208,22 @@ public final class LTXEncoder {
         } catch {
             state = .failed
             throw error
+        }
+        flushedBytes += Int64(buffer.count)
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// The last write and the fsync as one linked io_uring submission (a plain pwrite + fsync
+    /// where io_uring is refused): the file is durable when this returns.
+    private func flushAndSync() throws {
+        let rc = buffer.withUnsafeBytes { raw -> Int32 in
+            var usedUring: Int32 = 0
+            guard let base = raw.baseAddress else { return vr_io_write_and_sync(fd, [UInt8](), 0, flushedBytes, &usedUring) }
+            return vr_io_write_and_sync(fd, base, raw.count, flushedBytes, &usedUring)
+        }
+        guard rc == 0 else {
+            state = .failed
+            throw ReplicationError(.io, "\(path): write and fsync failed: \(String(cString: strerror(rc)))")
         }
         flushedBytes += Int64(buffer.count)
         buffer.removeAll(keepingCapacity: true)
