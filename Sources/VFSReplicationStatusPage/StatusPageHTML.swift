@@ -56,8 +56,9 @@ enum StatusPageHTML {
             rows.append(("Spool pending", StatusReport.bytes(s.pendingSpoolBytes)))
             rows.append(("Last commit", ago(s.lastCommit, now)))
         }
-        rows.append(("Last upload", ago(r.record?.lastUpload, now)))
-        rows.append(("Last snapshot", ago(r.record?.lastSnapshot, now)))
+        let unknown = "unknown (no status file yet)"
+        rows.append(("Last upload", r.record == nil ? unknown : ago(r.record?.lastUpload, now)))
+        rows.append(("Last snapshot", r.record == nil ? unknown : ago(r.record?.lastSnapshot, now)))
         let today = r.requestsToday
         rows.append(
             ("Requests today", RequestKind.allCases.map { "\($0.rawValue) \(today[$0])" }.joined(separator: " · ")))

@@ -147,8 +147,9 @@ public struct StatusReport: Sendable, Equatable, Encodable {
             parts.append("lag \(lag)/\(state.pendingTransactions) tx")
             parts.append("spool \(Self.bytes(state.pendingSpoolBytes))")
         }
-        parts.append("uploaded \(Self.ago(record?.lastUpload, now: generatedAt))")
-        parts.append("snapshot \(Self.ago(record?.lastSnapshot, now: generatedAt))")
+        // Without a status file (no uploader has written one yet) these are unknown, not "never".
+        parts.append("uploaded \(record == nil ? "?" : Self.ago(record?.lastUpload, now: generatedAt))")
+        parts.append("snapshot \(record == nil ? "?" : Self.ago(record?.lastSnapshot, now: generatedAt))")
         let today = requestsToday
         parts.append("today " + RequestKind.allCases.map { "\($0.rawValue) \(today[$0])" }.joined(separator: " "))
         switch uploader {
