@@ -1460,6 +1460,19 @@ int vr_vfs_register(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* Snapshots                                                                                   */
 
+int vr_db_force_reset(sqlite3 *w) {
+    sqlite3_file *wf = NULL;
+    if (sqlite3_file_control(w, "main", SQLITE_FCNTL_FILE_POINTER, &wf) != SQLITE_OK || !wf ||
+        wf->pMethods != &gMethods)
+        return SQLITE_MISUSE;
+    VRFile *W = (VRFile *)wf;
+    if (!W->pDb || !W->holdsWrite) return SQLITE_MISUSE;
+    WalIdxHdr h;
+    if (readIdxHdr(W, &h, NULL) != 0) memset(&h, 0, sizeof h);
+    return resetLineage(W->pDb, W, &h, "the uploader starts a new lineage above the replica") == 0 ? SQLITE_OK
+                                                                                                    : SQLITE_IOERR;
+}
+
 struct vr_snapshot {
     vr_db *db;
     VRFile *pMain;     /* the reader's main file */

@@ -24,6 +24,11 @@ public final class Replicator: @unchecked Sendable {
     ) throws {
         self.config = config
         self.logger = logger
+        // status.json beside each database, for vfs-status and the dashboard (unless the caller
+        // brings its own observer of that kind).
+        let observers =
+            observers.contains { $0 is StatusFileObserver }
+            ? observers : [StatusFileObserver(config: config, logger: logger) as any UploaderObserver] + observers
         try ReplicatedVFS.register()
         var uploaders: [DatabaseUploader] = []
         for db in config.databases {

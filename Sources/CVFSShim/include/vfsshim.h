@@ -152,6 +152,11 @@ void vr_db_segment_path(vr_db *_Nonnull db, uint64_t seg, char *_Nonnull buf, si
 int vr_db_try_elect(vr_db *_Nonnull db);
 void vr_db_resign(vr_db *_Nonnull db);
 
+/* Records a lineage break (RESET) at the current WAL position with the next TXID; `w` must hold
+ * the write lock (inside BEGIN IMMEDIATE). The uploader uses it, rarely, when it needs a TXID
+ * above the replica's for a snapshot and no new commit brings one. */
+int vr_db_force_reset(sqlite3 *_Nonnull w);
+
 /* Snapshot support, without ever taking the write lock (application writers are never blocked).
  * The uploader opens a connection through the VFS, marks it with the file control
  * VR_FCNTL_SNAPSHOT_READER, starts a read transaction (BEGIN; SELECT ...) and calls

@@ -452,7 +452,12 @@ final class DatabaseUploader: @unchecked Sendable {
                     "the replica is ahead of this database's spool (power loss?); continuing with a new snapshot",
                     metadata: ["replica.max_txid": "\(replicaMax)", "shipped_txid": "\(st.shippedTxid)"])
                 spool.raiseTXIDFloor(replicaMax)
-                readPos = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
+                let now = spool.state()
+                readPos = SpoolPosition(segment: now.appendSeg, offset: now.appendOff)
+                lastSeen = (
+                    WALPosition(salt1: UInt32(bigEndian: now.walSalt1), salt2: UInt32(bigEndian: now.walSalt2), frame: now.walFrame),
+                    now.lastTxid, now.lastCommitMs
+                )
                 needSnapshot = true
                 snapshotMinTXID = replicaMax + 1
                 batch.reset(nextExpected: nil)
@@ -558,8 +563,17 @@ final class DatabaseUploader: @unchecked Sendable {
             return
         }
         guard point.txid >= snapshotMinTXID else {
-            // The replica already holds TXIDs up to the minimum: wait for a commit above it (the
-            // TXID floor makes every new one so).
+            // The replica already holds TXIDs up to the minimum and no commit above it came: take
+            // the write lock for an instant to record the lineage start at the current position
+            // (the TXID floor makes it larger), then snapshot in the next round.
+            snap.close()
+            let writer = try SQLiteConnection(path: spool.databasePath, flags: .readWrite, vfs: ReplicatedVFS.name)
+            try writer.exec("BEGIN IMMEDIATE")
+            defer { try? writer.exec("ROLLBACK") }
+            let rc = vr_db_force_reset(writer.handle)
+            guard rc == 0 else {
+                throw ReplicationError(.sqlite, "database \(config.path): cannot record the new lineage start (\(rc))")
+            }
             return
         }
         let header = LTXHeader(
