@@ -205,13 +205,7 @@ final class DatabaseUploader: @unchecked Sendable {
                 backoff = .milliseconds(100)
                 recordError(nil)
             } catch let error as ReplicationError where error.code == .fenced {
-                logger.error("fenced: shipping stopped, the spool is kept", metadata: ["error": "\(error.message)"])
-                cond.lock()
-                fenced = true
-                lastError = error.message
-                cond.broadcast()
-                cond.unlock()
-                emit(.fenced(error.message))
+                markFenced(error, during: "upload")
                 continue
             } catch {
                 let message = (error as? ReplicationError)?.message ?? "\(error)"
@@ -321,6 +315,18 @@ final class DatabaseUploader: @unchecked Sendable {
         reportPending()
     }
 
+    /// Another writer owns the replica: stop shipping for good, keep the spool, say so everywhere.
+    private func markFenced(_ error: ReplicationError, during activity: String) {
+        logger.error(
+            "fenced: shipping stopped, the spool is kept", metadata: ["error": "\(error.message)", "during": "\(activity)"])
+        cond.lock()
+        fenced = true
+        lastError = error.message
+        cond.broadcast()
+        cond.unlock()
+        emit(.fenced(error.message))
+    }
+
     private func runMaintenance(slice: Duration) {
         do {
             let report = try maintainer.tick(now: Date(), deadline: Date().addingTimeInterval(slice.seconds))
@@ -334,13 +340,7 @@ final class DatabaseUploader: @unchecked Sendable {
             }
             for failure in report.failures { logger.warning("maintenance failed; will retry", metadata: ["error": "\(failure)"]) }
         } catch let error as ReplicationError where error.code == .fenced {
-            logger.error("fenced during compaction", metadata: ["error": "\(error.message)"])
-            cond.lock()
-            fenced = true
-            lastError = error.message
-            cond.broadcast()
-            cond.unlock()
-            emit(.fenced(error.message))
+            markFenced(error, during: "compaction")
         } catch {
             logger.warning("maintenance failed; will retry", metadata: ["error": "\(error)"])
         }
