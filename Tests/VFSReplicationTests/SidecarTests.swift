@@ -131,9 +131,10 @@ struct OutageTests {
         replicator.start()
         defer { replicator.shutdown(timeout: .seconds(5)) }
         let c = try Conn(dir + "/app.db")
-        sqlite3_busy_timeout(c.db, 0)
         try c.exec("PRAGMA journal_mode=WAL")
         try c.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
+        // From here on a writer held at the bound must see SQLITE_BUSY at once.
+        sqlite3_busy_timeout(c.db, 0)
         var committed = 0
         var refused = false
         for _ in 0..<200 {
