@@ -121,8 +121,18 @@ static uint64_t nextTxid(VRState *s) {
     return (s->lastTxid > floor ? s->lastTxid : floor) + 1;
 }
 
-static void stateBegin(VRState *s) { atomic_fetch_add_explicit(&s->seq, 1, memory_order_acq_rel); }
-static void stateEnd(VRState *s) { atomic_fetch_add_explicit(&s->seq, 1, memory_order_acq_rel); }
+/* Seqlock: odd while an update is in progress. Set parities explicitly (never toggle), so an
+ * update cut short by kill -9 cannot leave the counter inverted for every later reader. */
+static void stateBegin(VRState *s) {
+    uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
+    atomic_store_explicit(&s->seq, v | 1u, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+}
+static void stateEnd(VRState *s) {
+    atomic_thread_fence(memory_order_seq_cst);
+    uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
+    atomic_store_explicit(&s->seq, (v | 1u) + 1u, memory_order_release);
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                              */
@@ -346,9 +356,12 @@ const char *vr_db_state_dir(vr_db *db) { return db->zDir; }
 
 void vr_db_read_state(vr_db *db, vr_state_view *o) {
     VRState *s = db->pState;
-    for (;;) {
+    for (int spins = 0;; spins++) {
         uint32_t a = atomic_load_explicit(&s->seq, memory_order_acquire);
-        if (a & 1) {
+        /* An update takes microseconds; one still "in progress" after this long belongs to a
+         * process that died in it: read what is there rather than wait forever. */
+        int stale = spins > 20000;
+        if ((a & 1) && !stale) {
             sched_yield();
             continue;
         }
@@ -372,7 +385,7 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
         o->spoolSyncs = s->spoolSyncs;
         o->lineageId = s->lineageId;
         atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&s->seq, memory_order_acquire) == a) return;
+        if (atomic_load_explicit(&s->seq, memory_order_acquire) == a || stale) return;
     }
 }
 
