@@ -16,18 +16,6 @@ import Testing
 struct KillTrialTests {
     static let trials = Int(ProcessInfo.processInfo.environment["VFS_SOAK_TRIALS"] ?? "") ?? 50
 
-    private func writeConfig(_ dir: String, maxDelay: String) throws -> String {
-        let path = dir + "/replication.yml"
-        try """
-        databases:
-          - path: app.db
-            replica:
-              url: file://\(dir)/replica
-            max-delay: \(maxDelay)
-        """.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
-
     /// Rows carry consecutive transaction numbers (vfs-bench write): the restored table must hold
     /// 1...n without a hole and equal the source.
     private func verify(_ dir: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
@@ -48,7 +36,7 @@ struct KillTrialTests {
         }
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try writeConfig(dir, maxDelay: "5ms")
+        let config = try writeReplicationConfig(dir: dir, maxDelay: "5ms")
         var rng = SystemRandomNumberGenerator()
         var kills = 0
         for trial in 0..<Self.trials {
@@ -79,7 +67,7 @@ struct KillTrialTests {
         }
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try writeConfig(dir, maxDelay: "2ms")
+        let config = try writeReplicationConfig(dir: dir, maxDelay: "2ms")
         var rng = SystemRandomNumberGenerator()
         // A writer that only captures, running throughout.
         let writer = try TestSupport.BackgroundProcess(

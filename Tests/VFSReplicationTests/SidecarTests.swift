@@ -45,7 +45,7 @@ struct SidecarTests {
         }
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try writeConfig(dir: dir)
+        let config = try writeReplicationConfig(dir: dir)
         var r = try TestSupport.run(bench, ["write", "--config", config, "--database", dir + "/app.db", "--transactions", "30"])
         #expect(r.status == 0, "\(r)")
         // The server is lost; a new one rebuilds the database in place, then the app writes on.
@@ -70,7 +70,7 @@ struct SidecarTests {
         }
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try writeConfig(dir: dir, maxDelay: "30s")
+        let config = try writeReplicationConfig(dir: dir, maxDelay: "30s")
         // A writer that only captures (another language's process, in effect).
         var r = try TestSupport.run(
             bench, ["write", "--config", config, "--database", dir + "/app.db", "--transactions", "40", "--no-upload"])
@@ -97,17 +97,6 @@ struct SidecarTests {
         #expect(try TestSupport.dump(out) == TestSupport.dump(dir + "/app.db"))
     }
 
-    private func writeConfig(dir: String, maxDelay: String = "50ms") throws -> String {
-        let path = dir + "/replication.yml"
-        try """
-        databases:
-          - path: app.db
-            replica:
-              url: file://\(dir)/replica
-            max-delay: \(maxDelay)
-        """.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
 }
 
 @Suite("Outage", .serialized)

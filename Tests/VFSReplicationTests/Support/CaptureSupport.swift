@@ -145,3 +145,16 @@ final class ReplicatedFixture: @unchecked Sendable {
         }
     }
 }
+
+/// Writes `<dir>/replication.yml` for one database `app.db` replicated to `<dir>/replica`.
+func writeReplicationConfig(dir: String, maxDelay: String = "50ms") throws -> String {
+    let path = dir + "/replication.yml"
+    try """
+    databases:
+      - path: app.db
+        replica:
+          url: file://\(dir)/replica
+        max-delay: \(maxDelay)
+    """.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
