@@ -16,6 +16,8 @@ public struct RestoreMarker: Codable, Sendable, Equatable {
     public var inode: UInt64
     public var size: UInt64
     public var mtimeNs: Int64
+    /// When the restore renamed the file into place (absent in markers of older versions).
+    public var restoredAt: Date?
 
     static func path(forDatabase db: String) -> String { db + "-vfsrepl/restored.json" }
 
@@ -31,7 +33,7 @@ public struct RestoreMarker: Codable, Sendable, Equatable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let marker = RestoreMarker(
             replica: replica, txid: txid, inode: UInt64(st.st_ino), size: UInt64(st.st_size),
-            mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
+            mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec), restoredAt: Date())
         let data = try JSONEncoder().encode(marker)
         try data.write(to: URL(fileURLWithPath: path(forDatabase: databasePath)), options: .atomic)
     }
@@ -42,4 +44,13 @@ public struct RestoreMarker: Codable, Sendable, Equatable {
     }
 
     static func remove(forDatabase db: String) { unlink(path(forDatabase: db)) }
+
+    /// Whether the database file is still exactly the one the restore wrote (nothing opened and
+    /// wrote it since).
+    func matches(databasePath: String) -> Bool {
+        var st = stat()
+        guard stat(databasePath, &st) == 0 else { return false }
+        return UInt64(st.st_ino) == inode && UInt64(st.st_size) == size
+            && Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec) == mtimeNs
+    }
 }

@@ -162,9 +162,8 @@ public enum RebuildTool {
             from: client, to: output,
             options: RestoreOptions(
                 target: invocation.target, force: invocation.force, verify: invocation.verify,
-                downloads: invocation.downloads),
+                downloads: invocation.downloads, continueLineageOf: inPlace ? client.location : nil),
             logger: logger, progress: progress.map { report in { report(name, $0) } })
-        if inPlace { try RestoreMarker.record(databasePath: output, replica: client.location, txid: result.txid) }
         return Outcome(database: name, replica: client.location, result: result)
     }
 

@@ -15,12 +15,20 @@ public struct RestoreOptions: Sendable, Equatable {
     public var verify: Bool
     /// Files downloaded at once (ahead of the one being applied).
     public var downloads: Int
+    /// Restoring a configured database at its own path: the replica location to record in a
+    /// `RestoreMarker` right after the rename (under the same uploader lock), so that
+    /// replicating the restored file continues the replica's lineage.
+    public var continueLineageOf: String?
 
-    public init(target: RestoreTarget = .latest, force: Bool = false, verify: Bool = true, downloads: Int = 4) {
+    public init(
+        target: RestoreTarget = .latest, force: Bool = false, verify: Bool = true, downloads: Int = 4,
+        continueLineageOf: String? = nil
+    ) {
         self.target = target
         self.force = force
         self.verify = verify
         self.downloads = downloads
+        self.continueLineageOf = continueLineageOf
     }
 }
 
@@ -300,6 +308,11 @@ public enum ReplicaRestorer {
         LTXIO.close(fd)
         closed = true
 
+        // The output may have come into use while we downloaded: look again, and hold its
+        // uploader lock so that no process starts replicating the old file until it is replaced.
+        let uploaderLock = try DatabaseInUse.holdUploaderLock(outputPath)
+        defer { if let uploaderLock { LTXIO.close(uploaderLock) } }
+        try refuseLiveOutput(outputPath, holdingUploaderLock: uploaderLock != nil)
         if options.force {
             try removeSidecars(outputPath)
             try LTXIO.rename(temp, outputPath)
@@ -308,6 +321,9 @@ public enum ReplicaRestorer {
                 .invalidArgument, "output \(outputPath) appeared during the restore; not overwritten")
         }
         try LTXIO.fsyncDirectory(directory)
+        if let replica = options.continueLineageOf {
+            try RestoreMarker.record(databasePath: outputPath, replica: replica, txid: last.header.maxTXID)
+        }
         let seconds = Date().timeIntervalSince(started)
         logger.info(
             "restored",
@@ -334,10 +350,19 @@ public enum ReplicaRestorer {
         guard LTXIO.isDirectory(dir) else {
             throw ReplicationError(.invalidArgument, "output directory \(dir) does not exist")
         }
+        try refuseLiveOutput(path)
         if force { return }
         for candidate in [path] + sidecarSuffixes.map({ path + $0 }) where LTXIO.exists(candidate) {
             throw ReplicationError(.invalidArgument, "output \(candidate) already exists; use --force to overwrite it")
         }
+    }
+
+    /// A database that a process has open or replicates is never replaced, `force` or not.
+    private static func refuseLiveOutput(_ path: String, holdingUploaderLock: Bool = false) throws {
+        guard ([path, path + "-vfsrepl"] + sidecarSuffixes.map({ path + $0 })).contains(where: LTXIO.exists) else {
+            return
+        }
+        try DatabaseInUse.refuseReplacing(path, doing: "replace", holdingUploaderLock: holdingUploaderLock)
     }
 
     private static func removeSidecars(_ path: String) throws {

@@ -39,6 +39,10 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     public var verification: VerificationRecord?
     /// The lag threshold the report was judged with.
     public var maxLagSeconds: Double
+    /// A restore put this database in place from its replica and no process has opened it
+    /// since (`vfs-rebuild --all --if-db-not-exists` before the app boots): the file is exactly
+    /// the replica's state at `restored.txid`, so it is protected while it waits.
+    public var restored: RestoreMarker?
     /// Why the database is unhealthy; empty when it is healthy.
     public var problems: [String]
 
@@ -62,7 +66,8 @@ public struct StatusReport: Sendable, Equatable, Encodable {
 
     public init(
         database: String, replica: String, generatedAt: Date, state: LocalReplicationState?,
-        uploader: UploaderPresence, record: UploaderRecord?, verification: VerificationRecord?, maxLagSeconds: Double
+        uploader: UploaderPresence, record: UploaderRecord?, verification: VerificationRecord?, maxLagSeconds: Double,
+        restored: RestoreMarker? = nil
     ) {
         self.database = database
         self.replica = replica
@@ -72,6 +77,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         self.record = record
         self.verification = verification
         self.maxLagSeconds = maxLagSeconds
+        self.restored = restored
         self.problems = []
         self.problems = evaluate()
     }
@@ -101,14 +107,20 @@ public struct StatusReport: Sendable, Equatable, Encodable {
             uploader: state == nil ? .none : UploaderPresence.probe(files),
             record: UploaderRecord.load(path: files.statusFile),
             verification: VerificationRecord.load(path: files.verificationFile),
-            maxLagSeconds: policy.maxLagSeconds(for: db))
-        if let readError { report.problems.insert(readError, at: 0) }
+            maxLagSeconds: policy.maxLagSeconds(for: db),
+            restored: RestoreMarker.load(forDatabase: files.databasePath).flatMap {
+                // Protected only if it came from this database's own replica and is unchanged.
+                $0.matches(databasePath: files.databasePath)
+                    && $0.replica == (try? makeReplicaClient(db.replica))?.location ? $0 : nil
+            })
+        if let readError, report.restored == nil { report.problems.insert(readError, at: 0) }
         return report
     }
 
     /// The health rules.
     func evaluate() -> [String] {
         var problems: [String] = []
+        if restored != nil && state == nil { return [] }  // restored, waiting for its first open
         guard let state else {
             return [
                 "no replication state: no process has registered this database (is the app or vfs-replicate running?)"
@@ -141,6 +153,9 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     /// last error.
     public func summaryLine() -> String {
         var parts: [String] = [database, healthy ? "ok" : "UNHEALTHY"]
+        if let restored, state == nil {
+            parts.append(restoredNote(restored))
+        }
         if let state {
             parts.append("local \(state.localTXID) durable \(state.durableTXID)")
             let lag = lagSeconds.map { Self.duration($0) } ?? "?"
@@ -167,6 +182,12 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         var line = parts.joined(separator: "  ")
         if !healthy { line += "  [" + problems.joined(separator: "; ") + "]" }
         return line
+    }
+
+    /// `restored TXID 42 from file:///backups/app 3m ago, waiting for its first open`.
+    func restoredNote(_ marker: RestoreMarker) -> String {
+        let when = marker.restoredAt.map { " " + Self.ago($0, now: generatedAt) } ?? ""
+        return "restored TXID \(marker.txid) from \(marker.replica)\(when), waiting for its first open"
     }
 
     static func format(_ date: Date) -> String {
@@ -207,7 +228,14 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     private enum Key: String, CodingKey {
         case database, replica, generatedAt, healthy, problems, localTXID, durableTXID, lagSeconds, lagTransactions
         case maxLagSeconds, pendingSpoolBytes, lastCommit, lastUpload, lastSnapshot, filesUploaded, bytesUploaded
-        case requestsToday, lastError, fenced, uploader, verification
+        case requestsToday, lastError, fenced, uploader, verification, restored
+    }
+
+    private struct RestoredJSON: Encodable {
+        var txid: UInt64
+        var replica: String
+        var restoredAt: Date?
+        var waitingForFirstOpen = true
     }
 
     private struct UploaderJSON: Encodable {
@@ -245,6 +273,11 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         case .unknown(let why): try c.encode(UploaderJSON(running: false, probeError: why), forKey: .uploader)
         }
         try c.encodeIfPresent(verification, forKey: .verification)
+        if let restored, state == nil {
+            try c.encode(
+                RestoredJSON(txid: restored.txid, replica: restored.replica, restoredAt: restored.restoredAt),
+                forKey: .restored)
+        }
     }
 }
 
