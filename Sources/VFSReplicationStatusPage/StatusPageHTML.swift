@@ -48,6 +48,9 @@ enum StatusPageHTML {
 
     private static func card(_ r: StatusReport, samples: [LagHistory.Sample], now: Date) -> String {
         var rows: [(String, String)] = []
+        if let restored = r.restored, r.state == nil {
+            rows.append(("Restored", r.restoredNote(restored)))
+        }
         if let s = r.state {
             rows.append(("Local TXID", "\(s.localTXID)"))
             rows.append(("Durable TXID", "\(s.durableTXID)"))

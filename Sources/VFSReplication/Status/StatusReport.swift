@@ -185,7 +185,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     }
 
     /// `restored TXID 42 from file:///backups/app 3m ago, waiting for its first open`.
-    func restoredNote(_ marker: RestoreMarker) -> String {
+    public func restoredNote(_ marker: RestoreMarker) -> String {
         let when = marker.restoredAt.map { " " + Self.ago($0, now: generatedAt) } ?? ""
         return "restored TXID \(marker.txid) from \(marker.replica)\(when), waiting for its first open"
     }
