@@ -132,6 +132,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         if let v = verification, !v.passed {
             problems.append("last verification (\(Self.format(v.finishedAt))) failed: \(v.message)")
         }
+        problems += state.disk?.problems() ?? []
         return problems
     }
 
@@ -146,6 +147,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
             let lag = lagSeconds.map { Self.duration($0) } ?? "?"
             parts.append("lag \(lag)/\(state.pendingTransactions) tx")
             parts.append("spool \(Self.bytes(state.pendingSpoolBytes))")
+            if let disk = state.disk { parts.append(disk.summary()) }
         }
         // Without a status file (no uploader has written one yet) these are unknown, not "never".
         parts.append("uploaded \(record == nil ? "?" : Self.ago(record?.lastUpload, now: generatedAt))")
@@ -207,7 +209,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     private enum Key: String, CodingKey {
         case database, replica, generatedAt, healthy, problems, localTXID, durableTXID, lagSeconds, lagTransactions
         case maxLagSeconds, pendingSpoolBytes, lastCommit, lastUpload, lastSnapshot, filesUploaded, bytesUploaded
-        case requestsToday, lastError, fenced, uploader, verification
+        case requestsToday, lastError, fenced, uploader, verification, disk
     }
 
     private struct UploaderJSON: Encodable {
@@ -245,6 +247,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         case .unknown(let why): try c.encode(UploaderJSON(running: false, probeError: why), forKey: .uploader)
         }
         try c.encodeIfPresent(verification, forKey: .verification)
+        try c.encodeIfPresent(state?.disk, forKey: .disk)
     }
 }
 
