@@ -1156,13 +1156,12 @@ static int spoolRotate(vr_db *db) {
 /* Makes sure bytes [appendOff, end) of the current segment have disk blocks (caller holds the
  * write lock), so that the capture at the write-lock release cannot fail for want of space.
  * Returns 0 or an errno. */
-static int spoolReserve(vr_db *db, uint64_t end) {
+static int spoolReserveIn(vr_db *db, uint64_t end, uint64_t chunk) {
     VRState *s = db->pState;
     if (db->noFallocate || (s->allocSeg == s->appendSeg && s->allocEnd >= end)) return 0;
     int rc = spoolOpenSegment(db);
     if (rc) return rc;
     uint64_t from = s->allocSeg == s->appendSeg && s->allocEnd > s->appendOff ? s->allocEnd : s->appendOff;
-    uint64_t chunk = reserveChunk(db);
     uint64_t to = (end + chunk - 1) / chunk * chunk;
     if (to <= from) return 0;
     while (fallocate(db->segFd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from)) != 0) {
@@ -1182,6 +1181,7 @@ static int spoolReserve(vr_db *db, uint64_t end) {
     stateEnd(s);
     return 0;
 }
+static int spoolReserve(vr_db *db, uint64_t end) { return spoolReserveIn(db, end, reserveChunk(db)); }
 
 /* Spool bytes the WAL bytes [txWalBase, walEnd) need: frames plus record headers (a FRAMES
  * header per copy chunk and per transaction, a COMMIT header per transaction; a backlog of many
@@ -1211,7 +1211,9 @@ static int spoolPrepare(vr_db *db) {
     uint64_t chunk = reserveChunk(db);
     uint64_t have = s->allocSeg == s->appendSeg && s->allocEnd > s->appendOff ? s->allocEnd - s->appendOff : 0;
     if (have >= chunk / 2 && s->allocSeg == s->appendSeg) return 0;
-    return spoolReserve(db, s->appendOff + chunk);
+    if (spoolReserve(db, s->appendOff + chunk) == 0) return 0;
+    /* A nearly full disk: a small transaction may still fit (vrWrite reserves the rest). */
+    return have >= VR_RESERVE_MIN && s->allocSeg == s->appendSeg ? 0 : spoolReserveIn(db, s->appendOff + VR_RESERVE_MIN, 4096);
 }
 
 /* --- staging ------------------------------------------------------------------------------- */
@@ -1280,6 +1282,7 @@ static int vrWrite(sqlite3_file *pFile, const void *z, int n, sqlite3_int64 off)
         VRState *s = db->pState;
         if (!db->noFallocate && (s->allocSeg != s->appendSeg || s->allocEnd < end)) {
             int err = spoolReserve(db, end);
+            if (err) err = spoolReserveIn(db, end, 4096); /* a nearly full disk: just what it needs */
             if (err) {
                 noteSpoolTrouble(db, err, "no space for the transaction's frames");
                 if (!db->spoolGrow) return SQLITE_FULL;
@@ -1509,7 +1512,10 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
         VRState *s = db->pState;
         int trouble = 0;
         db->lastErrno = 0;
-        if (readIdxHdr(p, &h, &nBackfill) == 0) {
+        /* Without a valid wal-index header SQLite takes the write lock to run WAL recovery (and
+         * retries on busy until SQLITE_PROTOCOL): never refuse it then. */
+        int published = readIdxHdr(p, &h, &nBackfill) == 0;
+        if (published) {
             int same = s->walValid && !s->cleanValid && memcmp(&h.aSalt[0], &s->walSalt1, 4) == 0 &&
                        memcmp(&h.aSalt[1], &s->walSalt2, 4) == 0 && h.mxFrame == s->walFrame;
             if (!same) {
@@ -1529,7 +1535,7 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
             if (h.mxFrame > 0 && nBackfill == h.mxFrame) vr_db_sync_spool(db);
         }
         /* Space for this transaction before it writes anything; see spoolPrepare and vrWrite. */
-        if (!trouble) {
+        if (!trouble && published) {
             int err = spoolPrepare(db);
             if (err) {
                 trouble = 1;
