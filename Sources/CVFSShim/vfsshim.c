@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -41,6 +42,10 @@
 #define VR_STATE_VERSION 1u
 #define VR_STATE_SIZE 4096
 #define VR_SEGMENT_TARGET (64ull << 20) /* roll to a new segment past this size */
+#define VR_SEGMENT_MIN (256ull << 10)   /* ... or past a quarter of spool-max-bytes, not below this */
+#define VR_RECLAIM_ROTATE (1ull << 20)  /* a fully shipped segment past this size rolls over */
+#define VR_RESERVE_MAX (1ull << 20)     /* spool space is preallocated in chunks of up to this */
+#define VR_RESERVE_MIN (64ull << 10)
 #define VR_COPY_BUFFER (1u << 20)       /* frames copied per pread/pwritev */
 
 typedef struct VRState {
@@ -77,6 +82,17 @@ typedef struct VRState {
     _Atomic uint64_t waitTxid; /* highest TXID a committer waits to see durable */
     _Atomic uint64_t txidFloor; /* the next TXID is above this (the replica is ahead of the spool) */
     uint64_t lineageId;         /* random, identifies this database's writer in replica files */
+    /* Disk space (appended in a later version: zero in older state files). */
+    uint64_t spoolLimit;        /* spool-max-bytes as the last process set it (0: none) */
+    uint32_t spoolGrow;         /* ... and its spool-full (1: grow) */
+    uint32_t spoolErrno;        /* the spool cannot be written: why (0: it can) */
+    int64_t spoolErrorMs;       /* since when */
+    uint64_t spoolFailures;     /* spool writes or reservations that failed (all processes) */
+    uint32_t captureBehind;     /* 1: committed transactions are in the WAL but not yet spooled */
+    uint32_t unused1;
+    int64_t overLimitMs;        /* spool-full: grow went past spool-max-bytes then (0: within it) */
+    uint64_t allocSeg;          /* bytes [appendOff, allocEnd) of segment allocSeg are preallocated */
+    uint64_t allocEnd;
 } VRState;
 
 _Static_assert(sizeof(VRState) <= VR_STATE_SIZE, "state fits its page");
@@ -106,6 +122,12 @@ struct vr_db {
     uint64_t spoolMax;
     int spoolGrow;
     int64_t lastSpoolWarnMs;
+    int64_t lastTroubleWarnMs;
+    int lastErrno;            /* errno of the last failed spool write, open or reservation */
+    int noFallocate;          /* the filesystem cannot preallocate: space is not reserved */
+    /* While holding the write lock: where this transaction's frames start in the WAL, and the
+     * spool space they need (reserved as the WAL grows, before SQLite writes a frame). */
+    int64_t txWalBase;
     int remote;               /* durability: remote (output gate at COMMIT_PHASETWO) */
     int64_t remoteTimeoutMs;
 };
@@ -384,6 +406,14 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
         o->resets = s->resets;
         o->spoolSyncs = s->spoolSyncs;
         o->lineageId = s->lineageId;
+        o->spoolLimit = s->spoolLimit;
+        o->spoolGrow = s->spoolGrow;
+        o->spoolErrno = s->spoolErrno;
+        o->spoolErrorMs = s->spoolErrorMs;
+        o->spoolFailures = s->spoolFailures;
+        o->captureBehind = s->captureBehind;
+        o->overLimitMs = s->overLimitMs;
+        o->reservedBytes = s->allocSeg == s->appendSeg && s->allocEnd > s->appendOff ? s->allocEnd - s->appendOff : 0;
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&s->seq, memory_order_acquire) == a || stale) return;
     }
@@ -480,6 +510,28 @@ static int waitDurable(vr_db *db, uint64_t target) {
 void vr_db_set_spool_limit(vr_db *db, uint64_t maxBytes, int grow) {
     db->spoolMax = maxBytes;
     db->spoolGrow = grow;
+    /* In the shared state too, so that vfs-status (any process) judges against it. */
+    VRState *s = db->pState;
+    stateBegin(s);
+    s->spoolLimit = maxBytes;
+    s->spoolGrow = grow ? 1 : 0;
+    stateEnd(s);
+}
+
+int vr_spool_punch(const char *path, uint64_t from, uint64_t to) {
+    from = (from + 4095) & ~4095ull;
+    to &= ~4095ull;
+    if (to <= from) return 0;
+    int fd = vr_sys_open(path, O_WRONLY | O_CLOEXEC, 0);
+    if (fd < 0) return errno;
+    int rc = 0;
+    while (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from)) != 0) {
+        if (errno == EINTR) continue;
+        rc = errno;
+        break;
+    }
+    close(fd);
+    return rc;
 }
 
 uint64_t vr_db_spool_pending(vr_db *db) {
@@ -678,7 +730,7 @@ static int spoolOpenSegment(vr_db *db) {
     char path[PATH_MAX];
     vr_db_segment_path(db, s->appendSeg, path, sizeof path);
     int fd = vr_sys_open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return errno;
+    if (fd < 0) return db->lastErrno = errno;
     db->segFd = fd;
     db->segNo = s->appendSeg;
     return 0;
@@ -691,7 +743,7 @@ static int spoolWritev(vr_db *db, struct iovec *iov, int n, uint64_t off) {
         ssize_t w = pwritev(db->segFd, iov, n, (off_t)off);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return errno;
+            return db->lastErrno = errno;
         }
         total -= (size_t)w;
         off += (uint64_t)w;
@@ -954,18 +1006,8 @@ static int reconcile(VRFile *f) {
     /* the common case: nothing new */
     if (sameSalts && h.mxFrame == s->walFrame && !s->cleanValid) return SQLITE_OK;
 
-    /* Rotate to a new segment at a transaction boundary. */
-    if (s->appendOff >= VR_SEGMENT_TARGET) {
-        /* Cut anything an unfinished capture left past the committed end, so readers can take
-         * an older segment's size as its end. */
-        char path[PATH_MAX];
-        vr_db_segment_path(db, s->appendSeg, path, sizeof path);
-        if (truncate(path, (off_t)s->appendOff) != 0 && errno != ENOENT) return SQLITE_IOERR_TRUNCATE;
-        stateBegin(s);
-        s->appendSeg++;
-        s->appendOff = 0;
-        stateEnd(s);
-    }
+    /* (Segments rotate when the write lock is taken, before the spool space for the
+     * transaction is reserved: see spoolPrepare.) */
 
     if (s->cleanValid) {
         /* The last connection closed cleanly and the WAL was deleted: the database file must be
@@ -1036,6 +1078,144 @@ static int reconcile(VRFile *f) {
     return rc;
 }
 
+
+/* --- disk space ------------------------------------------------------------------------------ */
+
+/* Segment size at which the spool rolls over to a new segment (at a transaction boundary, when
+ * the write lock is taken). With a bound, small enough that shipped segments are unlinked long
+ * before the bound is reached. */
+static uint64_t segmentTarget(vr_db *db) {
+    uint64_t t = db->spoolMax ? db->spoolMax / 4 : VR_SEGMENT_TARGET;
+    if (t < VR_SEGMENT_MIN) t = VR_SEGMENT_MIN;
+    return t > VR_SEGMENT_TARGET ? VR_SEGMENT_TARGET : t;
+}
+
+/* Preallocation granularity: one fallocate per chunk of spool, never one per commit. */
+static uint64_t reserveChunk(vr_db *db) {
+    uint64_t c = db->spoolMax ? db->spoolMax / 8 : VR_RESERVE_MAX;
+    if (c < VR_RESERVE_MIN) c = VR_RESERVE_MIN;
+    return c > VR_RESERVE_MAX ? VR_RESERVE_MAX : c;
+}
+
+/* The spool cannot be written: say so in the shared state (vfs-status, every process) and at
+ * warning level in SQLite's log (at most every 10 s per process). */
+static void noteSpoolTrouble(vr_db *db, int err, const char *what) {
+    VRState *s = db->pState;
+    if (err == 0) err = EIO;
+    stateBegin(s);
+    if (s->spoolErrno == 0) s->spoolErrorMs = nowMs();
+    s->spoolErrno = (uint32_t)err;
+    s->spoolFailures++;
+    stateEnd(s);
+    int64_t now = nowMs();
+    if (now - db->lastTroubleWarnMs >= 10000) {
+        db->lastTroubleWarnMs = now;
+        sqlite3_log(SQLITE_WARNING,
+                    "vfsreplication: %s: the spool in %s cannot be written (%s): %s; %s", db->zPath, db->zDir,
+                    strerror(err), what,
+                    db->spoolGrow ? "spool-full: grow: commits go on and stay in the WAL until the spool has space"
+                                  : "spool-full: block: writers wait until the spool has space");
+    }
+}
+
+/* The spool took a write again and holds everything the WAL published: clear the trouble. */
+static void noteSpoolOk(vr_db *db) {
+    VRState *s = db->pState;
+    if (s->spoolErrno == 0 && s->captureBehind == 0) return;
+    int64_t since = s->spoolErrorMs;
+    stateBegin(s);
+    s->spoolErrno = 0;
+    s->spoolErrorMs = 0;
+    s->captureBehind = 0;
+    stateEnd(s);
+    sqlite3_log(SQLITE_WARNING, "vfsreplication: %s: the spool is writable again and has caught up with the WAL "
+                "(it could not be written for %lld ms)", db->zPath, (long long)(since ? nowMs() - since : 0));
+}
+
+/* Rolls over to a new segment (caller holds the write lock, at a transaction boundary). The old
+ * segment is cut to its committed end, preallocated tail included, so readers can take an older
+ * segment's size as its end. */
+static int spoolRotate(vr_db *db) {
+    VRState *s = db->pState;
+    char path[PATH_MAX];
+    vr_db_segment_path(db, s->appendSeg, path, sizeof path);
+    if (truncate(path, (off_t)s->appendOff) != 0 && errno != ENOENT) return db->lastErrno = errno;
+    if (s->allocSeg == s->appendSeg && s->allocEnd > s->appendOff) {
+        /* truncate to the same size keeps blocks preallocated past the end on some filesystems */
+        (void)vr_spool_punch(path, s->appendOff, s->allocEnd + 4095);
+    }
+    stateBegin(s);
+    s->appendSeg++;
+    s->appendOff = 0;
+    s->allocSeg = s->appendSeg;
+    s->allocEnd = 0;
+    stateEnd(s);
+    return 0;
+}
+
+/* Makes sure bytes [appendOff, end) of the current segment have disk blocks (caller holds the
+ * write lock), so that the capture at the write-lock release cannot fail for want of space.
+ * Returns 0 or an errno. */
+static int spoolReserveIn(vr_db *db, uint64_t end, uint64_t chunk) {
+    VRState *s = db->pState;
+    if (db->noFallocate || (s->allocSeg == s->appendSeg && s->allocEnd >= end)) return 0;
+    int rc = spoolOpenSegment(db);
+    if (rc) return rc;
+    uint64_t from = s->allocSeg == s->appendSeg && s->allocEnd > s->appendOff ? s->allocEnd : s->appendOff;
+    uint64_t to = (end + chunk - 1) / chunk * chunk;
+    if (to <= from) return 0;
+    while (fallocate(db->segFd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from)) != 0) {
+        if (errno == EINTR) continue;
+        if (errno == EOPNOTSUPP || errno == ENOSYS) {
+            /* Nothing to reserve with: captures then find a full disk only when they write. */
+            db->noFallocate = 1;
+            sqlite3_log(SQLITE_WARNING, "vfsreplication: %s: the filesystem of %s cannot preallocate; spool space "
+                        "is not reserved before commits", db->zPath, db->zDir);
+            return 0;
+        }
+        return db->lastErrno = errno;
+    }
+    stateBegin(s);
+    s->allocSeg = s->appendSeg;
+    s->allocEnd = to;
+    stateEnd(s);
+    return 0;
+}
+static int spoolReserve(vr_db *db, uint64_t end) { return spoolReserveIn(db, end, reserveChunk(db)); }
+
+/* Spool bytes the WAL bytes [txWalBase, walEnd) need: frames plus record headers (a FRAMES
+ * header per copy chunk and per transaction, a COMMIT header per transaction; a backlog of many
+ * small transactions has a pair of headers per transaction, at most a quarter of its bytes). */
+static uint64_t spoolNeed(vr_db *db, int64_t walEnd) {
+    if (walEnd <= db->txWalBase) return 256;
+    uint64_t len = (uint64_t)(walEnd - db->txWalBase);
+    return len + 256 + (db->pState->captureBehind ? len / 4 : len / 256);
+}
+
+/* Where this writer's frames start in the WAL: after the captured ones. */
+static void txBegin(vr_db *db) {
+    VRState *s = db->pState;
+    db->txWalBase = 32;
+    if (s->walValid && s->pageSize) db->txWalBase = 32 + (int64_t)s->walFrame * (24 + (int64_t)s->pageSize);
+}
+
+/* At the write-lock acquisition, before the transaction writes anything (caller holds the
+ * lock): roll over to a new segment if due, and reserve spool space ahead. Returns 0 or errno. */
+static int spoolPrepare(vr_db *db) {
+    VRState *s = db->pState;
+    int shipped = s->shippedSeg == s->appendSeg && s->shippedOff == s->appendOff;
+    if (s->appendOff >= segmentTarget(db) || (shipped && s->appendOff >= VR_RECLAIM_ROTATE)) {
+        int rc = spoolRotate(db);
+        if (rc) return rc;
+    }
+    uint64_t chunk = reserveChunk(db);
+    uint64_t have = s->allocSeg == s->appendSeg && s->allocEnd > s->appendOff ? s->allocEnd - s->appendOff : 0;
+    if (have >= chunk / 2 && s->allocSeg == s->appendSeg) return 0;
+    if (spoolReserve(db, s->appendOff + chunk) == 0) return 0;
+    /* A nearly full disk: a small transaction may still fit (vrWrite reserves the rest). */
+    return have >= VR_RESERVE_MIN && s->allocSeg == s->appendSeg ? 0 : spoolReserveIn(db, s->appendOff + VR_RESERVE_MIN, 4096);
+}
+
 /* --- staging ------------------------------------------------------------------------------- */
 
 static void stageReset(vr_db *db) { db->stageStart = db->stageEnd = 0; }
@@ -1090,6 +1270,23 @@ static int vrWrite(sqlite3_file *pFile, const void *z, int n, sqlite3_int64 off)
                   "(run PRAGMA journal_mode=WAL first)%s",
                   p->pDb->zPath, "");
             return SQLITE_IOERR_WRITE;
+        }
+    }
+    if (p->isWal && p->pMain && p->pMain->holdsWrite) {
+        /* Spool space for this transaction's frames is reserved before SQLite writes them to
+         * the WAL: with spool-full: block a transaction the spool could not hold fails here,
+         * cleanly, before it commits (a fallocate per reserve chunk, not per write). */
+        vr_db *db = p->pDb;
+        if (off == 0 && n == 32) db->txWalBase = 32; /* this writer restarts the WAL */
+        uint64_t end = db->pState->appendOff + spoolNeed(db, off + n);
+        VRState *s = db->pState;
+        if (!db->noFallocate && (s->allocSeg != s->appendSeg || s->allocEnd < end)) {
+            int err = spoolReserve(db, end);
+            if (err) err = spoolReserveIn(db, end, 4096); /* a nearly full disk: just what it needs */
+            if (err) {
+                noteSpoolTrouble(db, err, "no space for the transaction's frames");
+                if (!db->spoolGrow) return SQLITE_FULL;
+            }
         }
     }
     int rc = ORIGFILE(pFile)->pMethods->xWrite(ORIGFILE(pFile), z, n, off);
@@ -1175,8 +1372,20 @@ static int vrFileControl(sqlite3_file *pFile, int op, void *pArg) {
             if (!p->holdsWrite && p->lockLevel == SQLITE_LOCK_EXCLUSIVE && p->pShm0) {
                 /* The closing checkpoint takes no shm locks: nobody else can write, so catch up
                  * with anything a dead writer published before the WAL goes away. */
+                p->pDb->lastErrno = 0;
                 int rc = reconcile(p);
-                if (rc != SQLITE_OK) sqlite3_log(rc, "vfsreplication: %s: capture before checkpoint failed", p->pDb->zPath);
+                if (rc != SQLITE_OK) {
+                    sqlite3_log(SQLITE_WARNING, "vfsreplication: %s: capture before checkpoint failed (%d)",
+                                p->pDb->zPath, rc);
+                    if (p->pDb->lastErrno) {
+                        /* vrDelete keeps the WAL: its frames are spooled at the next open. */
+                        VRState *s = p->pDb->pState;
+                        stateBegin(s);
+                        s->captureBehind = 1;
+                        stateEnd(s);
+                        noteSpoolTrouble(p->pDb, p->pDb->lastErrno, "transactions wait in the WAL to be spooled");
+                    }
+                }
             }
             vr_db_sync_spool(p->pDb);
             break;
@@ -1224,35 +1433,71 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
         }
         return rc;
     }
+    if (p->pDb && p->holdsWrite && offset == 4 && n > 1 && (flags & SQLITE_SHM_LOCK) &&
+        (flags & SQLITE_SHM_EXCLUSIVE) && p->pDb->pState->captureBehind) {
+        /* A writer (or RESTART/TRUNCATE checkpoint) wants read marks 1..N at once: that is how SQLite
+         * restarts the WAL from frame 1, overwriting frames the spool has not taken yet. Busy
+         * makes it append instead (and a checkpoint do what it can), as with a reader present. */
+        return SQLITE_BUSY;
+    }
     if (!p->pDb || offset != 0) return o->pMethods->xShmLock(o, offset, n, flags);
     if (flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE) && p->holdsWrite) {
         /* The commit point: capture before anyone else can take the write lock. */
-        uint64_t before = p->pDb->pState->lastTxid;
+        vr_db *db = p->pDb;
+        uint64_t before = db->pState->lastTxid;
+        db->lastErrno = 0;
         int rc = reconcile(p);
-        if (p->pDb->pState->lastTxid > before) p->lastCommitTxid = p->pDb->pState->lastTxid;
-        if (rc != SQLITE_OK) {
-            sqlite3_log(rc, "vfsreplication: %s: capturing the transaction failed; the next shipment is a snapshot",
-                        p->pDb->zPath);
+        if (db->pState->lastTxid > before) p->lastCommitTxid = db->pState->lastTxid;
+        if (rc != SQLITE_OK && db->lastErrno == 0 && !db->pState->captureBehind) {
+            /* Not the spool's disk (the WAL could not be read back, say): as before, a new lineage. */
+            sqlite3_log(SQLITE_WARNING,
+                        "vfsreplication: %s: capturing the transaction failed (%d); the next shipment is a snapshot",
+                        db->zPath, rc);
             WalIdxHdr h;
-            if (readIdxHdr(p, &h, NULL) == 0) resetLineage(p->pDb, p, &h, "capture failed");
+            if (readIdxHdr(p, &h, NULL) == 0) resetLineage(db, p, &h, "capture failed");
+        } else if (rc != SQLITE_OK) {
+            /* The commit is in the WAL and stays there: nothing restarts the WAL while the spool is
+             * behind (read-mark locks below, the WAL kept at close), so the next writer (or the
+             * uploader's probe) spools these frames, as their own transactions, once the spool can
+             * be written again. A new lineage here would lose every restore point until then. */
+            VRState *s = db->pState;
+            stateBegin(s);
+            s->captureBehind = 1;
+            stateEnd(s);
+            noteSpoolTrouble(db, db->lastErrno, "a committed transaction waits in the WAL to be spooled");
+        } else if (db->pState->spoolErrno || db->pState->captureBehind) {
+            noteSpoolOk(db);
         }
         p->holdsWrite = 0;
         stageReset(p->pDb);
         return o->pMethods->xShmLock(o, offset, n, flags);
     }
     if (flags == (SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE) && p->pDb->spoolMax && !p->inCkpt) {
+        /* Bytes on disk: what is not shipped plus the reserve ahead of it (shipped bytes are
+         * reclaimed by the uploader: old segments unlinked, the current one hole-punched). */
         vr_db *db = p->pDb;
+        VRState *s = db->pState;
         uint64_t pending = vr_db_spool_pending(db);
-        if (pending >= db->spoolMax) {
+        uint64_t reserve = s->allocSeg == s->appendSeg && s->allocEnd > s->appendOff ? s->allocEnd - s->appendOff : 0;
+        if (pending + reserve >= db->spoolMax) {
             int64_t now = nowMs();
             if (now - db->lastSpoolWarnMs >= 10000) {
                 db->lastSpoolWarnMs = now;
                 sqlite3_log(SQLITE_WARNING,
                             "vfsreplication: %s: the spool holds %lld bytes not yet in the replica (limit %lld)%s",
-                            db->zPath, (long long)pending, (long long)db->spoolMax,
+                            db->zPath, (long long)(pending + reserve), (long long)db->spoolMax,
                             db->spoolGrow ? "; growing past the limit" : "; writers wait until the uploader drains it");
             }
             if (!db->spoolGrow) return SQLITE_BUSY;
+            if (!s->overLimitMs) {
+                stateBegin(s);
+                s->overLimitMs = now;
+                stateEnd(s);
+            }
+        } else if (s->overLimitMs) {
+            stateBegin(s);
+            s->overLimitMs = 0;
+            stateEnd(s);
         }
     }
     int rc = o->pMethods->xShmLock(o, offset, n, flags);
@@ -1263,15 +1508,50 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
          * the spool durable if this writer may restart the WAL (all frames backfilled). */
         WalIdxHdr h;
         uint32_t nBackfill = 0;
-        if (readIdxHdr(p, &h, &nBackfill) == 0) {
-            VRState *s = p->pDb->pState;
+        vr_db *db = p->pDb;
+        VRState *s = db->pState;
+        int trouble = 0;
+        db->lastErrno = 0;
+        /* Without a valid wal-index header SQLite takes the write lock to run WAL recovery (and
+         * retries on busy until SQLITE_PROTOCOL): never refuse it then. */
+        int published = readIdxHdr(p, &h, &nBackfill) == 0;
+        if (published) {
             int same = s->walValid && !s->cleanValid && memcmp(&h.aSalt[0], &s->walSalt1, 4) == 0 &&
                        memcmp(&h.aSalt[1], &s->walSalt2, 4) == 0 && h.mxFrame == s->walFrame;
             if (!same) {
                 int rc2 = reconcile(p);
-                if (rc2 != SQLITE_OK) sqlite3_log(rc2, "vfsreplication: %s: reconcile failed", p->pDb->zPath);
+                if (rc2 != SQLITE_OK) {
+                    if (s->captureBehind || db->lastErrno) {
+                        stateBegin(s);
+                        s->captureBehind = 1;
+                        stateEnd(s);
+                        trouble = 1;
+                        noteSpoolTrouble(db, db->lastErrno, "committed transactions wait in the WAL to be spooled");
+                    } else {
+                        sqlite3_log(rc2, "vfsreplication: %s: reconcile failed", db->zPath);
+                    }
+                }
             }
-            if (h.mxFrame > 0 && nBackfill == h.mxFrame) vr_db_sync_spool(p->pDb);
+            if (h.mxFrame > 0 && nBackfill == h.mxFrame) vr_db_sync_spool(db);
+        }
+        /* Space for this transaction before it writes anything; see spoolPrepare and vrWrite. */
+        if (!trouble && published) {
+            int err = spoolPrepare(db);
+            if (err) {
+                trouble = 1;
+                noteSpoolTrouble(db, err, "no space to reserve for new transactions");
+            } else if (s->spoolErrno && !s->captureBehind) {
+                noteSpoolOk(db);
+            }
+        }
+        txBegin(db);
+        if (trouble && !db->spoolGrow && !p->inCkpt) {
+            /* spool-full: block. The writer waits (SQLite's busy handler retries) until the spool
+             * has space; nothing was written, so handing the lock back is all there is to undo. */
+            p->holdsWrite = 0;
+            stageReset(db);
+            o->pMethods->xShmLock(o, offset, n, SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
+            return SQLITE_BUSY;
         }
     }
     return rc;
@@ -1341,6 +1621,14 @@ static int vrDelete(sqlite3_vfs *pVfs, const char *zName, int syncDir) {
             sqlite3_free(main);
         }
         if (db) vr_db_sync_spool(db);
+        if (db && db->pState->captureBehind) {
+            /* The last connection closes while committed frames still wait to be spooled: keep
+             * the WAL (SQLite ignores a failed delete at close). The next open recovers it, and
+             * the spool takes those frames from it, so no transaction goes missing. */
+            sqlite3_log(SQLITE_WARNING, "vfsreplication: %s: keeping the WAL at close: it holds transactions the "
+                        "spool could not take yet", db->zPath);
+            return SQLITE_IOERR_DELETE;
+        }
     }
     int rc = gParent->xDelete(gParent, zName, syncDir);
     if (rc == SQLITE_OK && db) recordCleanClose(db);

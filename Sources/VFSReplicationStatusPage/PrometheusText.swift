@@ -58,6 +58,13 @@ public enum PrometheusText {
             Family(
                 name: "vfsreplication_verification_timestamp_seconds", help: "Time of the last vfs-status --verify.",
                 type: "gauge"),
+            Family(
+                name: "vfsreplication_local_disk_bytes",
+                help: "Bytes on disk beside the database (<db>-vfsrepl), by part: spool, cache, total.",
+                type: "gauge"),
+            Family(
+                name: "vfsreplication_spool_writable", help: "0 while the spool cannot be written (disk full).",
+                type: "gauge"),
         ]
         func add(_ index: Int, _ r: StatusReport, _ value: Double?, _ extra: [(String, String)] = []) {
             guard let value else { return }
@@ -81,6 +88,12 @@ public enum PrometheusText {
             for kind in RequestKind.allCases { add(13, r, Double(today[kind]), [("kind", kind.rawValue)]) }
             add(14, r, r.verification.map { $0.passed ? 1 : 0 })
             add(15, r, r.verification?.finishedAt.timeIntervalSince1970)
+            if let d = r.state?.disk {
+                add(16, r, Double(d.spoolBytes), [("part", "spool")])
+                add(16, r, Double(d.cacheBytes), [("part", "cache")])
+                add(16, r, Double(d.totalBytes), [("part", "total")])
+                add(17, r, d.spoolError == nil && !d.captureBehind ? 1 : 0)
+            }
         }
         var out = ""
         for f in families where !f.samples.isEmpty {

@@ -57,6 +57,10 @@ enum StatusPageHTML {
             let lag = r.lagSeconds.map { StatusReport.duration($0) } ?? "?"
             rows.append(("Lag", "\(lag) · \(s.pendingTransactions) tx"))
             rows.append(("Spool pending", StatusReport.bytes(s.pendingSpoolBytes)))
+            if let d = s.disk {
+                let parts = "spool \(StatusReport.bytes(d.spoolBytes)) · cache \(StatusReport.bytes(d.cacheBytes))"
+                rows.append(("Local disk", "\(StatusReport.bytes(d.totalBytes)) (\(parts))"))
+            }
             rows.append(("Last commit", ago(s.lastCommit, now)))
         }
         let unknown = "unknown (no status file yet)"

@@ -81,6 +81,15 @@ typedef struct vr_state_view {
     uint64_t resets;         /* lineage breaks recorded */
     uint64_t spoolSyncs;     /* group fsyncs of the spool */
     uint64_t lineageId;      /* random id of this database's writer, stored in its LTX files */
+    /* Disk space (zero in state files of older versions). */
+    uint64_t spoolLimit;     /* spool-max-bytes as the last process set it (0: none) */
+    uint32_t spoolGrow;      /* its spool-full: 1 = grow, 0 = block */
+    uint32_t spoolErrno;     /* the spool cannot be written right now: the errno (0: it can) */
+    int64_t spoolErrorMs;    /* ... since then (ms since the epoch) */
+    uint64_t spoolFailures;  /* spool writes/reservations that failed, all processes, ever */
+    uint32_t captureBehind;  /* 1: committed transactions wait in the WAL to be spooled */
+    int64_t overLimitMs;     /* spool-full: grow went past spool-max-bytes at this time (0: within) */
+    uint64_t reservedBytes;  /* spool space preallocated past the committed end */
 } vr_state_view;
 
 typedef struct vr_db vr_db; /* opaque: one replicated database in this process */
@@ -129,12 +138,20 @@ void vr_db_raise_txid_floor(vr_db *_Nonnull db, uint64_t floor);
 /* Highest TXID a committer waits to see durable (remote durability). */
 uint64_t vr_db_wait_txid(vr_db *_Nonnull db);
 
-/* Bounds the spool of unshipped transactions: at `maxBytes` (0: no bound) a new write
- * transaction gets SQLITE_BUSY (the app's busy timeout then waits for the uploader to drain it),
- * or with `grow` goes on past the bound with a warning in SQLite's log. Data is never dropped. */
+/* Bounds the spool on disk: at `maxBytes` (0: no bound) of unshipped spool plus its
+ * preallocated reserve, a new write transaction gets SQLITE_BUSY (the app's busy timeout then
+ * waits for the uploader to drain it), or with `grow` goes on past the bound with a warning in
+ * SQLite's log. The same choice applies when the spool cannot be written (disk full): `block`
+ * refuses the write lock (SQLITE_BUSY) or fails the transaction's WAL write (SQLITE_FULL) before
+ * it commits; `grow` commits, keeps the frames in the WAL (no WAL restart while the spool is
+ * behind) and spools them once space returns. Data is never dropped. */
 void vr_db_set_spool_limit(vr_db *_Nonnull db, uint64_t maxBytes, int grow);
 /* Bytes of spool not yet shipped. */
 uint64_t vr_db_spool_pending(vr_db *_Nonnull db);
+/* Frees the disk blocks of a segment's bytes [from, to) (whole 4 KiB blocks inside the range),
+ * keeping its size: the uploader reclaims what it shipped of the segment still being appended
+ * to. Returns 0 or an errno (EOPNOTSUPP where the filesystem cannot punch holes). */
+int vr_spool_punch(const char *_Nonnull path, uint64_t from, uint64_t to);
 
 /* Continues a lineage from a restore: if nothing was ever captured for this database, the
  * TXID sequence and the shipped position start at `txid`, and the database file must still be

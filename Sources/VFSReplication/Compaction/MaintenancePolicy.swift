@@ -36,7 +36,7 @@ public struct MaintenancePolicy: Sendable, Equatable {
     /// Deletions wait for a multiple of this interval, so that they go out in batches.
     public var retentionCheckInterval: Duration
     /// Local copies of files the next compaction needs are kept up to this many bytes (saves GETs).
-    public var cacheMaxBytes: Int64 = 256 << 20
+    public var cacheMaxBytes: Int64 = MaintenancePolicy.defaultCacheMaxBytes
     /// After a failed action, the first wait before trying again (doubling up to `maxRetryDelay`).
     public var retryDelay: Duration = .seconds(30)
     public var maxRetryDelay: Duration = .seconds(3600)
@@ -45,6 +45,8 @@ public struct MaintenancePolicy: Sendable, Equatable {
     public static let defaultCompactionIntervals: [Duration] = [.seconds(30), .seconds(300), .seconds(3600)]
     public static let defaultSnapshotInterval: Duration = .seconds(24 * 3600)
     public static let defaultRetention: Duration = .seconds(24 * 3600)
+    /// `compaction-cache-bytes` when not configured.
+    public static let defaultCacheMaxBytes: Int64 = 64 << 20
 
     /// The intervals should be positive and increasing, at most 8 of them, and `snapshotInterval`
     /// and `retention` positive (the configuration parser reports such mistakes with their line).
@@ -73,6 +75,7 @@ public struct MaintenancePolicy: Sendable, Equatable {
         self.init(
             compactionIntervals: database.compactionIntervals, snapshotInterval: database.snapshotInterval,
             retention: database.retention)
+        self.cacheMaxBytes = max(0, database.compactionCacheBytes)
     }
 
     /// The highest compaction level (0 when there is no compaction).

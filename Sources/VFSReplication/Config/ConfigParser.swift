@@ -11,7 +11,7 @@ struct ConfigParser {
     static let topLevelKeys = ["defaults", "databases"]
     static let policyKeys = [
         "max-delay", "spool-max-bytes", "spool-full", "retention", "snapshot-interval", "levels", "durability",
-        "durability-timeout", "group-commit-window",
+        "durability-timeout", "group-commit-window", "compaction-cache-bytes",
     ]
     static let databaseKeys = ["path", "replica"] + policyKeys
     static let defaultsKeys = ["replica"] + policyKeys
@@ -81,6 +81,7 @@ struct ConfigParser {
         var retention: Duration?
         var snapshotInterval: Duration?
         var compactionIntervals: [Duration]?
+        var compactionCacheBytes: Int64?
         var replica = ReplicaLayer()
     }
 
@@ -256,7 +257,9 @@ struct ConfigParser {
             snapshotInterval: own.snapshotInterval ?? defaults.snapshotInterval
                 ?? MaintenancePolicy.defaultSnapshotInterval,
             compactionIntervals: own.compactionIntervals ?? defaults.compactionIntervals
-                ?? MaintenancePolicy.defaultCompactionIntervals
+                ?? MaintenancePolicy.defaultCompactionIntervals,
+            compactionCacheBytes: own.compactionCacheBytes ?? defaults.compactionCacheBytes
+                ?? MaintenancePolicy.defaultCacheMaxBytes
         )
         return (database, name)
     }
@@ -282,6 +285,13 @@ struct ConfigParser {
             default:
                 throw failure(entry.value, "'spool-full'\(scope.suffix) must be 'block' or 'grow', not '\(text)'")
             }
+        }
+        if let entry = fields["compaction-cache-bytes"], let size = try byteSize(entry, scope: scope) {
+            // 0 disables the cache (every compaction input is fetched from the replica).
+            guard size <= 1 << 40 else {
+                throw failure(entry.value, "'compaction-cache-bytes'\(scope.suffix) must be at most 1TiB")
+            }
+            layer.compactionCacheBytes = size
         }
         if let entry = fields["durability"], let text = try string(entry, scope: scope) {
             guard let value = Durability(rawValue: text) else {

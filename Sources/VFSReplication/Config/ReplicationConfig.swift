@@ -158,6 +158,9 @@ public struct DatabaseConfig: Sendable, Equatable {
     public var snapshotInterval: Duration
     /// Intervals of compaction levels 1...n (`levels`, default 30s, 5m, 1h).
     public var compactionIntervals: [Duration]
+    /// Bytes of local copies the compaction may keep in `<db>-vfsrepl/compaction`
+    /// (`compaction-cache-bytes`, default 64 MiB; 0: none).
+    public var compactionCacheBytes: Int64
 
     /// `path` is made absolute against the current directory and standardized.
     public init(
@@ -171,7 +174,8 @@ public struct DatabaseConfig: Sendable, Equatable {
         groupCommitWindow: Duration = DatabaseConfig.defaultGroupCommitWindow,
         retention: Duration = MaintenancePolicy.defaultRetention,
         snapshotInterval: Duration = MaintenancePolicy.defaultSnapshotInterval,
-        compactionIntervals: [Duration] = MaintenancePolicy.defaultCompactionIntervals
+        compactionIntervals: [Duration] = MaintenancePolicy.defaultCompactionIntervals,
+        compactionCacheBytes: Int64 = MaintenancePolicy.defaultCacheMaxBytes
     ) {
         self.path = ConfigPaths.absolute(path, relativeTo: FileManager.default.currentDirectoryPath)
         self.replica = replica
@@ -184,6 +188,7 @@ public struct DatabaseConfig: Sendable, Equatable {
         self.retention = retention
         self.snapshotInterval = snapshotInterval
         self.compactionIntervals = compactionIntervals
+        self.compactionCacheBytes = compactionCacheBytes
     }
 }
 

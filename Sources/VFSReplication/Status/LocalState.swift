@@ -70,6 +70,8 @@ public struct LocalReplicationState: Sendable, Equatable, Codable {
     public var pageSize: UInt32
     /// Database size in pages after `localTXID`.
     public var pageCount: UInt32
+    /// The local footprint and whether the spool can be written (see `DiskFootprint.swift`).
+    public var disk: LocalDiskState?
 
     /// Transactions captured and not yet durable.
     public var pendingTransactions: UInt64 { localTXID > durableTXID ? localTXID - durableTXID : 0 }
@@ -134,6 +136,7 @@ public struct LocalReplicationState: Sendable, Equatable, Codable {
             localTXID: view.lastTxid, durableTXID: view.shippedTxid, pendingSpoolBytes: pending,
             lastCommit: view.lastCommitMs > 0 ? Date(epochMilliseconds: view.lastCommitMs) : nil,
             captures: view.captures, pageSize: view.pageSize, pageCount: view.commitPages)
+        state.disk = LocalDiskState(view, files: files)
         if state.pendingTransactions > 0 {
             state.oldestPendingCommit = oldestCommit(files: files, from: shipped, to: end).map(
                 Date.init(epochMilliseconds:))

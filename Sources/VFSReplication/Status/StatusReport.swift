@@ -144,6 +144,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         if let v = verification, !v.passed {
             problems.append("last verification (\(Self.format(v.finishedAt))) failed: \(v.message)")
         }
+        problems += state.disk?.problems() ?? []
         return problems
     }
 
@@ -161,6 +162,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
             let lag = lagSeconds.map { Self.duration($0) } ?? "?"
             parts.append("lag \(lag)/\(state.pendingTransactions) tx")
             parts.append("spool \(Self.bytes(state.pendingSpoolBytes))")
+            if let disk = state.disk { parts.append(disk.summary()) }
         }
         // Without a status file (no uploader has written one yet) these are unknown, not "never".
         parts.append("uploaded \(record == nil ? "?" : Self.ago(record?.lastUpload, now: generatedAt))")
@@ -228,7 +230,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     private enum Key: String, CodingKey {
         case database, replica, generatedAt, healthy, problems, localTXID, durableTXID, lagSeconds, lagTransactions
         case maxLagSeconds, pendingSpoolBytes, lastCommit, lastUpload, lastSnapshot, filesUploaded, bytesUploaded
-        case requestsToday, lastError, fenced, uploader, verification, restored
+        case requestsToday, lastError, fenced, uploader, verification, restored, disk
     }
 
     private struct RestoredJSON: Encodable {
@@ -278,6 +280,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
                 RestoredJSON(txid: restored.txid, replica: restored.replica, restoredAt: restored.restoredAt),
                 forKey: .restored)
         }
+        try c.encodeIfPresent(state?.disk, forKey: .disk)
     }
 }
 

@@ -474,6 +474,7 @@ final class DatabaseUploader: @unchecked Sendable {
             batch.reset(nextExpected: nil)
         }
         try maintainer.loadIndex()
+        trimSpool()  // what an earlier uploader shipped but did not reclaim
         startedUp = true
     }
 
@@ -659,7 +660,10 @@ final class DatabaseUploader: @unchecked Sendable {
         cond.unlock()
     }
 
-    /// Removes spool segments entirely before the shipped position.
+    /// Reclaims shipped spool: removes segments entirely before the shipped position and frees
+    /// the blocks of what was shipped of the segment the shim still appends to (the shim only
+    /// rotates when a writer comes, so an idle database would keep a whole shipped segment).
+    /// Nothing reads the spool before the shipped position.
     private func trimSpool() {
         let st = spool.state()
         var seg = readPos.segment
@@ -668,7 +672,15 @@ final class DatabaseUploader: @unchecked Sendable {
             if seg >= st.appendSeg { continue }
             if unlink(spool.segmentPath(seg)) != 0 { break }
         }
+        let shipped = SpoolPosition(segment: st.shippedSeg, offset: st.shippedOff)
+        if shipped.segment != punched.segment { punched = SpoolPosition(segment: shipped.segment, offset: 0) }
+        if shipped.offset >= punched.offset + 4096 {
+            let rc = vr_spool_punch(spool.segmentPath(shipped.segment), punched.offset, shipped.offset)
+            if rc == 0 || rc == EOPNOTSUPP { punched.offset = shipped.offset & ~4095 }
+        }
     }
+    /// How far `trimSpool` freed the blocks of the shipped segment.
+    private var punched = SpoolPosition(segment: 0, offset: 0)
 
     static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }
