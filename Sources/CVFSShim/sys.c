@@ -51,9 +51,23 @@ static __thread struct io_uring tRing;
 static __thread int tRingState; /* 0 = untried, 1 = ready, -1 = refused */
 static int gUringRefused = -1;  /* process-wide answer once known */
 
+/* fork(): the child's copy of the forking thread's ring (the only thread it has) is never used:
+ * the ring's mappings are not inherited (io_uring_ring_dontfork) and its descriptor is closed, so
+ * a ring is set up afresh if that thread writes again. Other threads do not exist in the child. */
+static pthread_once_t gRingForkOnce = PTHREAD_ONCE_INIT;
+static void ringForkChild(void) {
+    if (tRingState == 1) {
+        close(tRing.ring_fd);
+        tRingState = 0;
+    }
+}
+static void ringForkInstall(void) { pthread_atfork(NULL, NULL, ringForkChild); }
+
 static int ringReady(void) {
     if (tRingState == 0) {
+        pthread_once(&gRingForkOnce, ringForkInstall);
         int rc = io_uring_queue_init(8, &tRing, 0);
+        if (rc == 0) (void)io_uring_ring_dontfork(&tRing);
         tRingState = rc == 0 ? 1 : -1;
         __atomic_store_n(&gUringRefused, rc == 0 ? 0 : 1, __ATOMIC_RELAXED);
     }

@@ -138,6 +138,78 @@ static pthread_mutex_t gMutex = PTHREAD_MUTEX_INITIALIZER;
 static vr_db *gDbs = NULL;
 static vr_stats gStats;
 
+/* ------------------------------------------------------------------------------------------ */
+/* fork() (vfsshim.h). The child handler runs in the only thread the child has, before fork()
+ * returns there: it calls only close() and re-initializes the mutexes the prepare handler took
+ * (a recursive mutex cannot be unlocked in the child: its owner's thread id changed). */
+
+static pthread_mutex_t gProcessMutex = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static uint32_t gForkGen;
+static int gForkPending; /* a child in which the fork hook has not run yet */
+static void (*gForkHook)(void);
+static pthread_once_t gForkOnce = PTHREAD_ONCE_INIT;
+/* Read-held while an uploader has SQLite connections open; fork() takes it exclusively first (an
+ * uploader holding it may still take gMutex, opening through the VFS). */
+static pthread_rwlock_t gSqlHold = PTHREAD_RWLOCK_INITIALIZER;
+
+static void forkPrepare(void) {
+    pthread_rwlock_wrlock(&gSqlHold);
+    pthread_mutex_lock(&gProcessMutex);
+    pthread_mutex_lock(&gMutex);
+}
+static void forkParent(void) {
+    pthread_mutex_unlock(&gMutex);
+    pthread_mutex_unlock(&gProcessMutex);
+    pthread_rwlock_unlock(&gSqlHold);
+}
+static void forkChild(void) {
+    for (vr_db *p = gDbs; p; p = p->pNext) {
+        if (p->lockFd >= 0) {
+            close(p->lockFd); /* never LOCK_UN: that would release the parent's lock */
+            p->lockFd = -1;
+        }
+    }
+    __atomic_add_fetch(&gForkGen, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&gForkPending, 1, __ATOMIC_RELEASE);
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&gProcessMutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+    pthread_mutex_init(&gMutex, NULL);
+    pthread_rwlock_init(&gSqlHold, NULL);
+}
+static void forkInstall(void) { pthread_atfork(forkPrepare, forkParent, forkChild); }
+
+uint32_t vr_fork_generation(void) {
+    pthread_once(&gForkOnce, forkInstall);
+    return __atomic_load_n(&gForkGen, __ATOMIC_ACQUIRE);
+}
+void vr_set_fork_hook(void (*hook)(void)) {
+    pthread_once(&gForkOnce, forkInstall);
+    __atomic_store_n(&gForkHook, hook, __ATOMIC_RELEASE);
+}
+void vr_process_lock(void) {
+    pthread_once(&gForkOnce, forkInstall);
+    pthread_mutex_lock(&gProcessMutex);
+}
+void vr_process_unlock(void) { pthread_mutex_unlock(&gProcessMutex); }
+void vr_fork_hold_begin(void) {
+    pthread_once(&gForkOnce, forkInstall);
+    pthread_rwlock_rdlock(&gSqlHold);
+}
+void vr_fork_hold_end(void) { pthread_rwlock_unlock(&gSqlHold); }
+
+/* In a child that has not restarted its uploaders yet, lets the library do it (a plain load
+ * otherwise). */
+static void forkCheck(void) {
+    if (__builtin_expect(__atomic_load_n(&gForkPending, __ATOMIC_RELAXED), 0) &&
+        __atomic_exchange_n(&gForkPending, 0, __ATOMIC_ACQ_REL)) {
+        void (*hook)(void) = __atomic_load_n(&gForkHook, __ATOMIC_ACQUIRE);
+        if (hook) hook();
+    }
+}
+
 static uint64_t nextTxid(VRState *s) {
     uint64_t floor = atomic_load(&s->txidFloor);
     return (s->lastTxid > floor ? s->lastTxid : floor) + 1;
@@ -310,6 +382,7 @@ static int openState(vr_db *db, char *err, size_t errLen) {
 }
 
 int vr_db_register(const char *zPath, char *err, size_t errLen) {
+    pthread_once(&gForkOnce, forkInstall);
     char *canon = canonicalPath(zPath);
     if (!canon) {
         snprintf(err, errLen, "database %s: its directory does not exist (%s)", zPath, strerror(errno));
@@ -477,6 +550,13 @@ void vr_db_kick(vr_db *db) {
 
 uint64_t vr_db_wait_txid(vr_db *db) { return atomic_load(&db->pState->waitTxid); }
 
+void vr_db_request_ship(vr_db *db, uint64_t txid) {
+    VRState *s = db->pState;
+    uint64_t cur = atomic_load(&s->waitTxid);
+    while (cur < txid && !atomic_compare_exchange_weak(&s->waitTxid, &cur, txid)) {}
+    vr_db_kick(db);
+}
+
 void vr_db_raise_txid_floor(vr_db *db, uint64_t floor) {
     VRState *s = db->pState;
     uint64_t cur = atomic_load(&s->txidFloor);
@@ -552,7 +632,13 @@ uint64_t vr_db_spool_pending(vr_db *db) {
 
 int vr_db_adopt(vr_db *db, uint64_t txid, uint64_t ino, uint64_t size, int64_t mtimeNs) {
     VRState *s = db->pState;
-    while (flock(db->stateFd, LOCK_EX) != 0 && errno == EINTR) {}
+    /* A descriptor of its own: flock locks belong to open file descriptions, and stateFd's is
+     * shared with every process forked from this one (the lock would not exclude them). */
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/state", db->zDir);
+    int lfd = vr_sys_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (lfd < 0) return 0;
+    while (flock(lfd, LOCK_EX) != 0 && errno == EINTR) {}
     int adopted = 0;
     if (s->lastTxid == 0 && s->appendOff == 0 && s->appendSeg == 1) {
         stateBegin(s);
@@ -570,7 +656,7 @@ int vr_db_adopt(vr_db *db, uint64_t txid, uint64_t ino, uint64_t size, int64_t m
         fsync(db->stateFd);
         adopted = 1;
     }
-    flock(db->stateFd, LOCK_UN);
+    close(lfd);
     return adopted;
 }
 
@@ -1441,6 +1527,7 @@ static int vrShmLock(sqlite3_file *pFile, int offset, int n, int flags) {
         return SQLITE_BUSY;
     }
     if (!p->pDb || offset != 0) return o->pMethods->xShmLock(o, offset, n, flags);
+    if (flags == (SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE)) forkCheck();
     if (flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE) && p->holdsWrite) {
         /* The commit point: capture before anyone else can take the write lock. */
         vr_db *db = p->pDb;
@@ -1579,6 +1666,7 @@ static int vrOpen(sqlite3_vfs *pVfs, sqlite3_filename zName, sqlite3_file *pFile
     vr_db *db = NULL;
     VRFile *pMain = NULL;
     if ((flags & SQLITE_OPEN_MAIN_DB) && zName) {
+        forkCheck();
         db = vr_db_lookup(zName);
         if (!db) {
             sqlite3_log(SQLITE_CANTOPEN,

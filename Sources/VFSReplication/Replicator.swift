@@ -1,5 +1,10 @@
+internal import CVFSShim
 import Foundation
 import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Replicates the databases named in a configuration: registers the `replicated` VFS, declares
 /// each database to it and runs one uploader per database in this process.
@@ -12,12 +17,24 @@ import Logging
 /// try replicator.flush()          // everything committed so far is in the replica
 /// replicator.shutdown()           // flushes, then stops the uploaders
 /// ```
+///
+/// Forking servers (Puma, Unicorn, Gunicorn --preload, Solid Queue, Resque) create it, then fork:
+/// a child has none of the parent's threads, and the parent's uploader objects may be locked
+/// forever there. So the child never touches them: the first call in the child (or its first
+/// open or write through the VFS) builds fresh uploaders for the new process, which take part in
+/// the normal election (the parent, while alive, stays the uploader).
 public final class Replicator: @unchecked Sendable {
     public let config: ReplicationConfig
-    private let uploaders: [DatabaseUploader]
     private let logger: Logger
+    private let spools: [SpoolHandle]
+    // Guarded by the shim's process lock (vr_process_lock), which stays usable in a forked child:
+    private var uploaders: [DatabaseUploader]
+    private var forkGeneration: UInt32
+    private var started = false
 
-    /// - Parameter observers: receive every uploader's events (status file, metrics, dashboards).
+    /// - Parameter observers: receive every uploader's events (status file, metrics, dashboards),
+    ///   in the process that creates the replicator. A forked child reports to a new status-file
+    ///   observer only: the given ones may hold the parent's locks and queues.
     public init(
         config: ReplicationConfig, logger: Logger = Logger(label: "vfs-replication"),
         observers: [any UploaderObserver] = []
@@ -30,7 +47,9 @@ public final class Replicator: @unchecked Sendable {
             observers.contains { $0 is StatusFileObserver }
             ? observers : [StatusFileObserver(config: config, logger: logger) as any UploaderObserver] + observers
         try ReplicatedVFS.register()
+        self.forkGeneration = vr_fork_generation()
         var uploaders: [DatabaseUploader] = []
+        var spools: [SpoolHandle] = []
         for db in config.databases {
             let spool = try ReplicatedVFS.registerDatabase(path: db.path)
             let client = try makeReplicaClient(db.replica)
@@ -44,10 +63,13 @@ public final class Replicator: @unchecked Sendable {
                 }
                 RestoreMarker.remove(forDatabase: spool.databasePath)
             }
+            spools.append(spool)
             uploaders.append(
                 DatabaseUploader(config: db, spool: spool, replica: client, logger: logger, observers: observers))
         }
         self.uploaders = uploaders
+        self.spools = spools
+        Self.register(self)
         logger.info(
             "replicator ready",
             metadata: [
@@ -59,30 +81,94 @@ public final class Replicator: @unchecked Sendable {
     /// Starts the uploader threads. Only one process ships a given database at a time; the
     /// others capture and take over if it dies.
     public func start() {
-        for u in uploaders { u.start() }
+        let list = Self.withProcessLock {
+            started = true
+            return current()
+        }
+        for u in list { u.start() }
     }
 
     /// Waits until every transaction committed before this call is durable in its replica.
     /// Throws `.fenced` if another writer owns a replica, `.timeout` (with the last error) if
     /// the replica cannot be reached in time.
     public func flush(timeout: Duration = .seconds(60)) throws {
-        for u in uploaders { try u.flush(timeout: timeout) }
+        for u in Self.withProcessLock({ current() }) { try u.flush(timeout: timeout) }
     }
 
     /// Flushes what is pending and stops the uploaders.
     public func shutdown(timeout: Duration = .seconds(60)) {
-        for u in uploaders { u.stop(timeout: timeout) }
+        for u in Self.withProcessLock({ current() }) { u.stop(timeout: timeout) }
     }
 
     /// Sets `durability: remote` (or back to local) for one configured database, in this process:
     /// its commits then wait until they are durable in the replica (or `timeout`).
     public func setDurability(database path: String, remote: Bool, timeout: Duration = .seconds(10)) throws {
-        guard let u = uploaders.first(where: { $0.config.path == path || $0.spool.databasePath == path }) else {
+        guard
+            let i = config.databases.indices.first(where: {
+                config.databases[$0].path == path || spools[$0].databasePath == path
+            })
+        else {
             throw ReplicationError(.invalidArgument, "database \(path) is not in the replication config")
         }
-        u.spool.setDurability(remote: remote, timeout: timeout)
+        spools[i].setDurability(remote: remote, timeout: timeout)
     }
 
     /// One entry per configured database.
-    public func status() -> [DatabaseStatus] { uploaders.map { $0.status() } }
+    public func status() -> [DatabaseStatus] { Self.withProcessLock { current() }.map { $0.status() } }
+
+    /// Runs `body` under the process-wide lock that stays consistent across fork() (a Foundation
+    /// lock held by another thread at the fork stays locked forever in the child).
+    public static func withProcessLock<T>(_ body: () throws -> T) rethrows -> T {
+        vr_process_lock()
+        defer { vr_process_unlock() }
+        return try body()
+    }
+
+    // MARK: - fork()
+
+    /// This process's uploaders; in a forked child, new ones (the caller holds the process lock).
+    private func current() -> [DatabaseUploader] {
+        let generation = vr_fork_generation()
+        guard generation != forkGeneration else { return uploaders }
+        // The parent's uploaders have no thread here and their locks may have been held at the
+        // fork: never call them, never release them (a deinit could touch those locks).
+        Self.abandoned.append(contentsOf: uploaders)
+        let status = StatusFileObserver(config: config, logger: logger)
+        var fresh: [DatabaseUploader] = []
+        for (db, spool) in zip(config.databases, spools) {
+            do {
+                let client = try makeReplicaClient(db.replica)
+                fresh.append(DatabaseUploader(config: db, spool: spool, replica: client, logger: logger, observers: [status]))
+            } catch {
+                logger.error(
+                    "forked process: cannot reach the replica; this process will not ship the database",
+                    metadata: ["db.path": "\(db.path)", "error": "\((error as? ReplicationError)?.message ?? "\(error)")"])
+            }
+        }
+        uploaders = fresh
+        forkGeneration = generation
+        if started { for u in fresh { u.start() } }
+        logger.info("forked: uploaders restarted in the new process", metadata: ["pid": "\(getpid())"])
+        return fresh
+    }
+
+    /// Replicators of this process, for the shim's fork hook (guarded by the process lock).
+    nonisolated(unsafe) private static var live: [Weak] = []
+    nonisolated(unsafe) private static var abandoned: [DatabaseUploader] = []
+    private struct Weak { weak var replicator: Replicator? }
+
+    private static func register(_ r: Replicator) {
+        withProcessLock {
+            live.removeAll { $0.replicator == nil }
+            live.append(Weak(replicator: r))
+            vr_set_fork_hook(forkHook)
+        }
+    }
+
+    /// Called by the shim in a forked child at its first open or write through the VFS.
+    private static let forkHook: @convention(c) () -> Void = {
+        Replicator.withProcessLock {
+            for w in Replicator.live { _ = w.replicator?.current() }
+        }
+    }
 }

@@ -8,15 +8,22 @@ import VFSReplication
 
 /// The Swift side of libvfsreplication.so: one Replicator per process, started from a config
 /// file the first time the extension is loaded with one, flushed when the process exits.
+///
+/// Forking hosts load it, then fork: the state is guarded by the shim's process lock (consistent
+/// in a child, unlike a Foundation lock another thread may have held at the fork), and the
+/// Replicator builds new uploaders in a child, so a child's exit flushes through whichever
+/// process is the uploader and waits only for its own threads.
 final class ExtensionState: @unchecked Sendable {
     static let shared = ExtensionState()
-    private let lock = NSLock()
+    // Guarded by Replicator.withProcessLock:
     private var replicator: Replicator?
     private var configPath: String?
 
     func start(configPath: String) throws {
-        lock.lock()
-        defer { lock.unlock() }
+        try Replicator.withProcessLock { try startLocked(configPath: configPath) }
+    }
+
+    private func startLocked(configPath: String) throws {
         let absolute = URL(fileURLWithPath: configPath).standardizedFileURL.path
         if let current = self.configPath {
             guard current == absolute else {
@@ -38,9 +45,7 @@ final class ExtensionState: @unchecked Sendable {
     }
 
     func flushAtExit() {
-        lock.lock()
-        let r = replicator
-        lock.unlock()
+        let r = Replicator.withProcessLock { replicator }
         guard let r else { return }
         let seconds = Double(ProcessInfo.processInfo.environment["VFS_REPLICATION_EXIT_FLUSH_SECONDS"] ?? "") ?? 30
         do {

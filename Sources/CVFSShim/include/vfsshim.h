@@ -169,6 +169,36 @@ void vr_db_segment_path(vr_db *_Nonnull db, uint64_t seg, char *_Nonnull buf, si
 int vr_db_try_elect(vr_db *_Nonnull db);
 void vr_db_resign(vr_db *_Nonnull db);
 
+/* Asks the uploader (in whichever process holds the lock) to ship up to `txid` now rather than at
+ * its max-delay: raises the shared wait mark a remote-durability committer raises, and wakes it. */
+void vr_db_request_ship(vr_db *_Nonnull db, uint64_t txid);
+
+/* --- fork() ---------------------------------------------------------------------------------
+ * A forked child has one thread (the one that called fork) and a copy of every descriptor and
+ * private mapping. The shim's pthread_atfork handlers keep its mutexes consistent, close the
+ * child's copy of an elected uploader.lock descriptor (close, never flock(LOCK_UN): a flock lock
+ * belongs to the open file description the parent still uses, and a copy kept open would keep
+ * the lock alive after the parent dies) and count the fork. The state mapping is MAP_SHARED and
+ * spool segments are written at explicit offsets under the WAL write lock, so both stay valid. */
+
+/* Forks this process descends from since the shim was loaded (0 in the process that loaded it).
+ * A plain load: the library compares it to the generation its uploaders were started in. */
+uint32_t vr_fork_generation(void);
+/* Called once in a forked child, from the first open of a database through the VFS or the first
+ * write transaction there (not from the commit), so the library restarts its uploaders in the
+ * new process. The hook may take vr_process_lock and start threads; it must not use SQLite. */
+void vr_set_fork_hook(void (*_Nullable hook)(void));
+/* A process-wide recursive mutex that is consistent in a forked child (the atfork handlers hold
+ * it across fork and re-initialize it in the child). The library guards the objects it rebuilds
+ * after a fork with it: a Foundation lock another thread held at fork time stays locked forever. */
+void vr_process_lock(void);
+void vr_process_unlock(void);
+/* Brackets an uploader's use of SQLite connections (a snapshot). fork() waits until none is open:
+ * SQLite's process-wide lock bookkeeping (unix inode and shm lists) copied into a child would
+ * otherwise show a connection that does not exist there, holding locks that block its writers. */
+void vr_fork_hold_begin(void);
+void vr_fork_hold_end(void);
+
 /* Records a lineage break (RESET) at the current WAL position with the next TXID; `w` must hold
  * the write lock (inside BEGIN IMMEDIATE). The uploader uses it, rarely, when it needs a TXID
  * above the replica's for a snapshot and no new commit brings one. */

@@ -95,6 +95,9 @@ struct SpoolHandle: @unchecked Sendable {
     /// See `vr_db_raise_txid_floor`.
     func raiseTXIDFloor(_ floor: UInt64) { vr_db_raise_txid_floor(raw, floor) }
 
+    /// Asks the uploader, in whichever process it runs, to ship up to `txid` now.
+    func requestShip(upTo txid: UInt64) { vr_db_request_ship(raw, txid) }
+
     /// Highest TXID a committer waits to see durable.
     var waitedTXID: UInt64 { vr_db_wait_txid(raw) }
 

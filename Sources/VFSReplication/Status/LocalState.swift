@@ -207,7 +207,15 @@ public enum UploaderPresence: Sendable, Equatable, Codable {
         var pid: Int32 = 0
         let rc = vr_status_probe_uploader(files.stateDirectory, &pid)
         switch rc {
-        case 1: return .running(pid: pid > 0 ? pid : nil)
+        case 1:
+            // The lock's holder wrote its pid when elected. A holder other than that process (a
+            // child forked without the shim's fork handlers) never ships: never report it alive.
+            if pid > 0 && kill(pid, 0) != 0 && errno == ESRCH {
+                return .unknown(
+                    "\(files.uploaderLock) is held, but its uploader (pid \(pid)) is not alive: a process that inherited the lock holds it and does not ship"
+                )
+            }
+            return .running(pid: pid > 0 ? pid : nil)
         case 0: return .none
         default: return .unknown("\(files.uploaderLock): \(String(cString: strerror(-rc)))")
         }

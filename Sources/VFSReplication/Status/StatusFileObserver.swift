@@ -13,25 +13,28 @@ import Logging
 /// let replicator = try Replicator(config: config, observers: [status])
 /// ```
 ///
-/// Events only update memory on the uploader's thread; the file is written on a private queue,
+/// Events only update memory on the uploader's thread; the file is written on a private thread,
 /// at most once per `minimumInterval` per database while events keep coming, and never while a
-/// database is idle (an idle uploader reports nothing). Losing the election (`.elected(false)`,
+/// database is idle (an idle uploader reports nothing). A thread, not a Dispatch queue: in a
+/// process forked from one that used Dispatch's worker threads, libdispatch aborts on any use. Losing the election (`.elected(false)`,
 /// the last event of a shutdown) writes at once. A process that takes over a database continues
 /// the counters of the record it finds.
 public final class StatusFileObserver: UploaderObserver, @unchecked Sendable {
     private let minimumInterval: Duration
     private let logger: Logger
     private let now: @Sendable () -> Date
-    private let queue = DispatchQueue(label: "vfs-replication.status-file")
     private let pid = getpid()
 
     /// Held across taking a record and writing it, so a newer record is never overwritten by an
     /// older one written concurrently.
     private let writeLock = NSLock()
-    private let lock = NSLock()
+    private let lock = NSCondition()
     // Guarded by lock:
     private var entries: [String: Entry] = [:]
     private var writes = 0
+    /// Delayed writes, for the writer thread (started at the first one).
+    private var due: [String: ContinuousClock.Instant] = [:]
+    private var writerStarted = false
 
     private struct Entry {
         var files: ReplicationFiles
@@ -100,7 +103,41 @@ public final class StatusFileObserver: UploaderObserver, @unchecked Sendable {
         if writeNow {
             write(database)
         } else if let delay {
-            queue.asyncAfter(deadline: .now() + delay.seconds) { self.write(database) }
+            schedule(database, at: ContinuousClock.now + delay)
+        }
+    }
+
+    private func schedule(_ database: String, at instant: ContinuousClock.Instant) {
+        lock.lock()
+        due[database] = min(due[database] ?? instant, instant)
+        if !writerStarted {
+            writerStarted = true
+            let t = Thread { [self] in runWriter() }
+            t.name = "vfs-status-file"
+            t.start()
+        }
+        lock.signal()
+        lock.unlock()
+    }
+
+    /// The writer thread: writes each scheduled record when it is due. It lives as long as the
+    /// process (one per observer; it holds the observer).
+    private func runWriter() {
+        lock.lock()
+        while true {
+            guard let next = due.min(by: { $0.value < $1.value }) else {
+                lock.wait()
+                continue
+            }
+            let now = ContinuousClock.now
+            if next.value > now {
+                _ = lock.wait(until: Date().addingTimeInterval((next.value - now).seconds))
+                continue
+            }
+            due[next.key] = nil
+            lock.unlock()
+            write(next.key)
+            lock.lock()
         }
     }
 

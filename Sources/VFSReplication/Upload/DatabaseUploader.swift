@@ -121,6 +121,8 @@ final class DatabaseUploader: @unchecked Sendable {
     func flush(timeout: Duration) throws {
         let target = spool.state().lastTxid
         let deadline = Date().addingTimeInterval(timeout.seconds)
+        // The uploader may be another process (a forking server's master): it ships at once too.
+        if spool.state().shippedTxid < target { spool.requestShip(upTo: target) }
         cond.lock()
         flushWaiters += 1
         cond.broadcast()
@@ -195,7 +197,9 @@ final class DatabaseUploader: @unchecked Sendable {
                     }
                 }
                 if !isUploader {
-                    sleepOrWake(.milliseconds(200), generation: generation)
+                    // A flush here while another process ships: poll the election every 10 ms
+                    // rather than spin on it (a waiting flush cuts a futex wait short).
+                    if flushing { sleepOrWake(.milliseconds(10)) } else { sleepOrWake(.milliseconds(200), generation: generation) }
                     continue
                 }
             }
@@ -553,6 +557,9 @@ final class DatabaseUploader: @unchecked Sendable {
     }
 
     private func shipSnapshot() throws {
+        // No fork() while this thread's SQLite connections are open (see vr_fork_hold_begin).
+        vr_fork_hold_begin()
+        defer { vr_fork_hold_end() }
         guard let snap = try SnapshotReader(databasePath: spool.databasePath) else {
             return  // no database content yet; the first commit will bring it
         }
