@@ -258,12 +258,14 @@ public enum RebuildTool {
 
     public static func summary(_ result: RestoreResult, replica: String) -> String {
         var checks: [String] = ["LTX checksums"]
-        if result.checksumVerified { checks.append("database checksum") }
+        if result.checksumVerified { checks.append("database checksums") }
         if result.integrityChecked { checks.append("integrity_check") }
+        let unchecked = result.checksumUnavailable.map { "; database checksum not checked: \($0)" } ?? ""
         return "restored \(result.outputPath) from \(replica): TXID \(hex16(result.txid)) (\(result.txid)), "
             + "time \(RestorePlanner.format(result.timestamp)), \(result.pageCount) pages of \(result.pageSize) bytes, "
             + "\(result.files.count) files (\(RestoreProgressRenderer.formatBytes(result.bytes)), "
             + "\(RestoreProgressRenderer.formatSeconds(result.seconds))); verified: \(checks.joined(separator: ", "))"
+            + unchecked
     }
 
     // MARK: - Parsing
@@ -383,6 +385,8 @@ public enum RebuildTool {
             var ltxChecksums = true
             var databaseChecksum: Bool
             var integrityCheck: Bool
+            /// Why `databaseChecksum` is false, when it is.
+            var databaseChecksumUnavailable: String?
         }
         var database: String
         var replica: String
@@ -440,7 +444,9 @@ public enum RebuildTool {
             bytes = result.bytes
             requests = ["GET": result.files.count]
             seconds = result.seconds
-            verified = Verified(databaseChecksum: result.checksumVerified, integrityCheck: result.integrityChecked)
+            verified = Verified(
+                databaseChecksum: result.checksumVerified, integrityCheck: result.integrityChecked,
+                databaseChecksumUnavailable: result.checksumUnavailable)
             skippedFiles = result.skipped
             files = result.files.map(FileJSON.init)
             lines = result.skipped.map { "warning: could not use \($0); restored through other files" }
