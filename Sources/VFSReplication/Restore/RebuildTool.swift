@@ -385,8 +385,6 @@ public enum RebuildTool {
             var ltxChecksums = true
             var databaseChecksum: Bool
             var integrityCheck: Bool
-            /// Why `databaseChecksum` is false, when it is.
-            var databaseChecksumUnavailable: String?
         }
         var database: String
         var replica: String
@@ -403,6 +401,8 @@ public enum RebuildTool {
         var requests: [String: Int]?
         var seconds: Double?
         var verified: Verified?
+        /// Why `verified.databaseChecksum` is false, when it is.
+        var databaseChecksumUnavailable: String?
         var skippedFiles: [String]?
         var files: [FileJSON]?
         /// The text form.
@@ -411,7 +411,7 @@ public enum RebuildTool {
 
         private enum CodingKeys: String, CodingKey {
             case database, replica, status, reason, error, output, txid, txidHex, timestamp, pageSize, pageCount
-            case bytes, requests, seconds, verified, skippedFiles, files
+            case bytes, requests, seconds, verified, databaseChecksumUnavailable, skippedFiles, files
         }
 
         init(database: String, replica: String, skipped reason: String) {
@@ -444,9 +444,8 @@ public enum RebuildTool {
             bytes = result.bytes
             requests = ["GET": result.files.count]
             seconds = result.seconds
-            verified = Verified(
-                databaseChecksum: result.checksumVerified, integrityCheck: result.integrityChecked,
-                databaseChecksumUnavailable: result.checksumUnavailable)
+            verified = Verified(databaseChecksum: result.checksumVerified, integrityCheck: result.integrityChecked)
+            databaseChecksumUnavailable = result.checksumUnavailable
             skippedFiles = result.skipped
             files = result.files.map(FileJSON.init)
             lines = result.skipped.map { "warning: could not use \($0); restored through other files" }
