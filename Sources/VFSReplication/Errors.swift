@@ -37,9 +37,14 @@ public struct ReplicationError: Error, CustomStringConvertible, Sendable, Equata
     public let code: Code
     public let message: String
 
-    public init(_ code: Code, _ message: String) {
+    /// More lines about the problem (e.g. every row `PRAGMA integrity_check` gave), for a
+    /// verbose report; `message` is one line on its own.
+    public var details: [String] = []
+
+    public init(_ code: Code, _ message: String, details: [String] = []) {
         self.code = code
         self.message = message
+        self.details = details
     }
 
     public var description: String { message }

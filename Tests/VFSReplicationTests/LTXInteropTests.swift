@@ -73,4 +73,21 @@ struct LTXInteropTests {
             #expect((r.stdout + r.stderr).contains("post-apply checksum not allowed"), "\(r)")
         }
     }
+
+    /// What the uploader ships carries our database checksums (in reserved header bytes, with
+    /// NoChecksum set) and still restores with Litestream 0.5.17, to the same database.
+    @Test func litestreamRestoresOurUploadedFiles() throws {
+        let fixture = try ReplicatedFixture()
+        try RestoreChecksumTests.write(fixture, seed: 1)
+        let replica = FileReplicaClient(directory: fixture.replicaDir)
+        for file in try ReplicaRestorer.listFiles(replica) {
+            #expect(try LTXDecoder.readHeader(path: replica.path(of: file)).checksums != nil, "\(file)")
+        }
+        let out = fixture.dir + "/litestream.db"
+        let r = try TestSupport.run(
+            TestSupport.litestreamPath!, ["restore", "-o", out, replica.location],
+            environment: TestSupport.childEnvironment())
+        try #require(r.status == 0, "litestream restore failed: \(r)")
+        try fixture.expectEqual(out)
+    }
 }

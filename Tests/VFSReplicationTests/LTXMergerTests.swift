@@ -216,21 +216,35 @@ struct LTXMergerTests {
         }
     }
 
+    /// A lineage continued after a restore in place changes the node id; the second file's
+    /// pre-apply checksum proves the continuation. Without checksums the change is refused.
     @Test func theLastInputsNodeIDIsKept() throws {
         try TestSupport.withTemporaryDirectory { dir in
-            var paths: [String] = []
-            for (i, node) in [UInt64(7), 9].enumerated() {
-                let header = LTXHeader(
-                    pageSize: 512, commit: 1, minTXID: UInt64(2 + i), maxTXID: UInt64(2 + i), timestamp: 1000,
-                    nodeID: node)
-                let path = dir + "/n\(i)"
-                let encoder = try LTXEncoder(path: path, header: header)
-                try encoder.writePage(1, Self.page(UInt64(i)))
-                try encoder.finish(sync: false)
-                paths.append(path)
+            func write(_ name: String, checksums: Bool) throws -> [String] {
+                var paths: [String] = []
+                let sums: [UInt64] = [LTX.checksumFlag | 1, LTX.checksumFlag | 2, LTX.checksumFlag | 3]
+                for (i, node) in [UInt64(7), 9].enumerated() {
+                    let header = LTXHeader(
+                        pageSize: 512, commit: 1, minTXID: UInt64(2 + i), maxTXID: UInt64(2 + i), timestamp: 1000,
+                        nodeID: node)
+                    let path = dir + "/\(name)\(i)"
+                    let encoder = try LTXEncoder(path: path, header: header)
+                    try encoder.writePage(1, Self.page(UInt64(i)))
+                    try encoder.finish(
+                        checksums: checksums ? LTXHeader.DatabaseChecksums(pre: sums[i], post: sums[i + 1]) : nil,
+                        sync: false)
+                    paths.append(path)
+                }
+                return paths
             }
             // The uploader recognises its own lineage by the node id of the replica's newest file.
-            #expect(try LTXMerger.merge(inputs: paths, to: dir + "/o").header.nodeID == 9)
+            let merged = try LTXMerger.merge(inputs: try write("c", checksums: true), to: dir + "/o")
+            #expect(merged.header.nodeID == 9)
+            #expect(merged.header.checksums == LTXHeader.DatabaseChecksums(pre: LTX.checksumFlag | 1, post: LTX.checksumFlag | 3))
+            let error = #expect(throws: ReplicationError.self) {
+                try LTXMerger.merge(inputs: try write("n", checksums: false), to: dir + "/p")
+            }
+            #expect(error?.message.contains("another lineage") == true)
         }
     }
 

@@ -66,6 +66,9 @@ struct RestoreFromLitestreamTests {
             // Latest, through the library.
             let result = try ReplicaRestorer.restore(from: replica, to: dir + "/ours.db")
             #expect(result.integrityChecked)
+            // Litestream's files carry no database checksum: the result says so.
+            #expect(!result.checksumVerified)
+            #expect(result.checksumUnavailable?.contains("Litestream") == true, "\(result)")
             #expect(try TestSupport.dump(dir + "/ours.db") == expected)
 
             // Through the binary, when built.
@@ -73,6 +76,12 @@ struct RestoreFromLitestreamTests {
                 let r = try TestSupport.run(rebuild, ["--replica", replica.location, "--output", dir + "/tool.db"])
                 #expect(r.status == 0, "\(r)")
                 #expect(r.stdout.contains("TXID \(hex16(result.txid))"), "\(r)")
+                #expect(r.stdout.contains("database checksum not checked: written by Litestream"), "\(r)")
+                #expect(!r.stdout.contains("database checksums,"), "\(r)")
+                let json = try TestSupport.run(
+                    rebuild, ["--replica", replica.location, "--output", dir + "/tool-json.db", "--json", "--quiet"])
+                #expect(json.status == 0, "\(json)")
+                #expect(json.stdout.contains("\"database_checksum\" : false"), "\(json)")
                 #expect(try TestSupport.dump(dir + "/tool.db") == expected)
                 let list = try TestSupport.run(rebuild, ["--list", "--replica", replica.location])
                 #expect(list.status == 0, "\(list)")

@@ -54,7 +54,10 @@ struct VFSRebuild: ParsableCommand {
     @Flag(help: "Do nothing (and succeed) when the replica has no files.")
     var ifReplicaExists = false
 
-    @Flag(help: "Skip the database checks (integrity_check, database checksum); LTX checksums are always checked.")
+    @Flag(
+        help:
+            "Skip PRAGMA integrity_check; LTX file checksums, the chain of database checksums and lineages, and the final database checksum are always checked."
+    )
     var noVerify = false
 
     @Flag(help: "List the replica by level: files, sizes, restore points and their times.")
@@ -128,7 +131,13 @@ struct VFSRebuild: ParsableCommand {
                 invocation, emit: { print($0) },
                 progress: showProgress ? { name, progress in drawer.draw(name, progress) } : nil)
         } catch let error as ReplicationError {
-            FileHandle.standardError.write(Data("vfs-rebuild: \(error.message)\n".utf8))
+            // One line (whatever a message holds); the details only with --verbose.
+            let line = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")
+            let hint = !verbose && !error.details.isEmpty ? " (--verbose shows the details)" : ""
+            FileHandle.standardError.write(Data("vfs-rebuild: \(line)\(hint)\n".utf8))
+            if verbose {
+                for detail in error.details { FileHandle.standardError.write(Data("  \(detail)\n".utf8)) }
+            }
             throw ExitCode.failure
         }
     }

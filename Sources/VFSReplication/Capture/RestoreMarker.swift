@@ -34,6 +34,10 @@ public struct RestoreMarker: Codable, Sendable, Equatable {
         let marker = RestoreMarker(
             replica: replica, txid: txid, inode: UInt64(st.st_ino), size: UInt64(st.st_size),
             mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec), restoredAt: Date())
+        // The page checksums of the restored state, so the writer that continues the lineage
+        // gives its first batch a pre-apply checksum (which proves the continuation to a
+        // restore, see LTXChain) without shipping a snapshot first.
+        try PageChecksumMap.write(path: dir + "/pagesums", database: databasePath, txid: txid)
         let data = try JSONEncoder().encode(marker)
         try data.write(to: URL(fileURLWithPath: path(forDatabase: databasePath)), options: .atomic)
     }

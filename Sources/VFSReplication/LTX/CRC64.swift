@@ -55,6 +55,44 @@ public struct CRC64: Sendable, Equatable {
         return crc.value
     }
 
+    /// The CRC of A followed by B, from `crcA` = CRC(A), `crcB` = CRC(B) and B's length, without
+    /// the bytes (the zlib `crc32_combine` method: multiply by x^(8 * lengthB) in GF(2) with
+    /// repeated squaring of the one-zero-bit operator). Lets an encoder rewrite a header after
+    /// the pages without hashing them again.
+    public static func combine(_ crcA: UInt64, _ crcB: UInt64, lengthB: Int64) -> UInt64 {
+        guard lengthB > 0 else { return crcA }
+        func times(_ matrix: [UInt64], _ vector: UInt64) -> UInt64 {
+            var sum: UInt64 = 0
+            var v = vector
+            var i = 0
+            while v != 0 {
+                if v & 1 != 0 { sum ^= matrix[i] }
+                v >>= 1
+                i += 1
+            }
+            return sum
+        }
+        func square(_ matrix: [UInt64]) -> [UInt64] { matrix.map { times(matrix, $0) } }
+        var odd = [UInt64](repeating: 0, count: 64)  // one zero bit
+        odd[0] = isoPolynomial
+        for n in 1..<64 { odd[n] = 1 << UInt64(n - 1) }
+        var even = square(odd)  // two zero bits
+        odd = square(even)  // four zero bits
+        var crc = crcA
+        var length = lengthB
+        while true {
+            even = square(odd)  // one more doubling: first 8 bits, i.e. one zero byte
+            if length & 1 != 0 { crc = times(even, crc) }
+            length >>= 1
+            if length == 0 { break }
+            odd = square(even)
+            if length & 1 != 0 { crc = times(odd, crc) }
+            length >>= 1
+            if length == 0 { break }
+        }
+        return crc ^ crcB
+    }
+
     // MARK: - Tables
 
     /// 8 x 256 entries; table k maps a byte to its contribution k bytes further on.

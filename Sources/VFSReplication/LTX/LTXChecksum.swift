@@ -32,6 +32,11 @@ public struct LTXDatabaseChecksum: Sendable, Equatable {
         sum ^= LTXDatabaseChecksum.page(pgno: pgno, page: page)
     }
 
+    /// Adds (or, added again, removes) a page by its checksum from `page(pgno:page:)`.
+    public mutating func add(checksum: UInt64) {
+        sum ^= checksum
+    }
+
     public mutating func add(pgno: UInt32, page: [UInt8]) {
         page.withUnsafeBytes { add(pgno: pgno, page: $0) }
     }

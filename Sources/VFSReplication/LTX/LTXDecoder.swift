@@ -64,7 +64,9 @@ public final class LTXDecoder {
             windowStart = position
             maxCompressedPage = LZ4Pages.blockBound(pageSize: Int(header.pageSize)) + 1024
             window = [UInt8](repeating: 0, count: max(readBufferSize, 2 * (maxCompressedPage + 16)))
-            if header.isSnapshot && !header.noChecksum { databaseChecksum = LTXDatabaseChecksum() }
+            if header.isSnapshot && (!header.noChecksum || header.checksums != nil) {
+                databaseChecksum = LTXDatabaseChecksum()
+            }
         } catch {
             LTXIO.close(fd)
             throw error
@@ -215,6 +217,13 @@ public final class LTXDecoder {
         }
         if header.noChecksum {
             guard post == 0 else { throw LTXFormatError("post-apply checksum set although NoChecksum") }
+            if let recorded = header.checksums?.post, let sum = databaseChecksum?.value {
+                guard sum == recorded else {
+                    throw LTXFormatError(
+                        "snapshot post-apply checksum \(hex16(recorded)) (header) does not match its pages (\(hex16(sum)))")
+                }
+                snapshotChecksum = sum
+            }
         } else {
             guard post & LTX.checksumFlag != 0 else { throw LTXFormatError("missing post-apply checksum") }
             if let sum = databaseChecksum?.value {

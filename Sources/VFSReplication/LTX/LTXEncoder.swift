@@ -20,7 +20,8 @@ import Foundation
 /// (minTXID 1) must contain every page 1...commit except the lock page. The file checksum is
 /// computed exactly as ltx's Go encoder does (https://github.com/superfly/ltx, encoder.go).
 public final class LTXEncoder {
-    public let header: LTXHeader
+    /// The header as written; `finish(checksums:)` adds the database checksums to it.
+    public private(set) var header: LTXHeader
     public let pageEncoding: LTXPageEncoding
     /// The file being written (used in error messages).
     public let path: String
@@ -29,7 +30,10 @@ public final class LTXEncoder {
     private let ownsDescriptor: Bool
     private var buffer: [UInt8] = []
     private var flushedBytes: Int64 = 0
+    /// File checksum of everything after the header (the header is hashed at `finish`, when it
+    /// is final, and combined with this).
     private var crc = CRC64()
+    private var hashedAfterHeader: Int64 = 0
     private var index: [UInt8] = []
     private var lastPgno: UInt32 = 0
     private var scratch: [UInt8]
@@ -42,6 +46,14 @@ public final class LTXEncoder {
 
     /// Number of page frames written so far.
     public private(set) var pageCount = 0
+
+    /// The LTX database checksum of the last page written (`LTXDatabaseChecksum.page`), for
+    /// callers that keep per-page checksums of a database.
+    public private(set) var lastPageChecksum: UInt64 = 0
+
+    /// XOR of the database checksums of every page written: for a snapshot, the database
+    /// checksum of the state it holds.
+    public var pagesChecksum: UInt64 { databaseChecksum.value }
 
     /// Bytes written so far (including buffered ones).
     public var size: Int64 { flushedBytes + Int64(buffer.count) }
@@ -84,9 +96,7 @@ public final class LTXEncoder {
             ? LZ4Pages.frameBound(pageSize: pageSize) : LZ4Pages.blockBound(pageSize: pageSize)
         self.scratch = [UInt8](repeating: 0, count: bound)
         buffer.reserveCapacity(LTXEncoder.flushThreshold + bound + 16)
-        let bytes = header.encoded()
-        crc.update(bytes)
-        buffer += bytes
+        buffer += header.encoded()
     }
 
     deinit {
@@ -132,13 +142,13 @@ public final class LTXEncoder {
             state = .failed
             throw ReplicationError(.io, "\(path): \(error)")
         }
-        crc.update(pageHeader)
+        hash(pageHeader)
         buffer += pageHeader
         buffer += scratch[0..<compressedCount]
         crc.update(page)
-        if header.isSnapshot && !header.noChecksum {
-            databaseChecksum.add(pgno: pgno, page: page)
-        }
+        hashedAfterHeader += Int64(page.count)
+        lastPageChecksum = LTXDatabaseChecksum.page(pgno: pgno, page: page)
+        databaseChecksum.add(checksum: lastPageChecksum)
 
         index.ltxAppendUvarint(UInt64(pgno))
         index.ltxAppendUvarint(UInt64(frameOffset))
@@ -157,8 +167,13 @@ public final class LTXEncoder {
     /// - Parameter postApplyChecksum: database checksum after applying this file. Must be nil or 0
     ///   when the header says NoChecksum; for a snapshot with checksums, nil means "the checksum of
     ///   the pages written" (computed here); otherwise it is required.
+    /// - Parameter checksums: pre/post-apply database checksums to record in the header's
+    ///   reserved bytes (`LTXHeader.DatabaseChecksums`); the header is rewritten with them. For a
+    ///   snapshot, `post` must be the checksum of the pages written.
     @discardableResult
-    public func finish(postApplyChecksum: UInt64? = nil, sync: Bool = true) throws -> LTXTrailer {
+    public func finish(
+        postApplyChecksum: UInt64? = nil, checksums: LTXHeader.DatabaseChecksums? = nil, sync: Bool = true
+    ) throws -> LTXTrailer {
         guard state == .pages else { throw misuse("finish called twice or after a failure") }
         if header.isSnapshot {
             let lock = header.lockPageNumber
@@ -182,13 +197,36 @@ public final class LTXEncoder {
             throw misuse("post-apply checksum required (header tracks checksums)")
         }
 
+        if let checksums {
+            var final = header
+            final.checksums = checksums
+            do {
+                try final.validate()
+            } catch {
+                throw misuse("cannot record database checksums: \(error.message)")
+            }
+            if header.isSnapshot && checksums.post != databaseChecksum.value {
+                throw misuse(
+                    "snapshot post-apply checksum \(hex16(checksums.post)) is not that of its pages "
+                        + "(\(hex16(databaseChecksum.value)))")
+            }
+            header = final
+            let bytes = header.encoded()
+            if flushedBytes == 0 {
+                buffer.replaceSubrange(0..<LTX.headerSize, with: bytes)
+            } else {
+                try bytes.withUnsafeBytes { try LTXIO.pwrite(fd, $0, offset: 0, path: path) }
+            }
+        }
+
         var tail = [UInt8](repeating: 0, count: LTX.pageHeaderSize)
         tail += index
         tail.append(0)
         tail.ltxAppendBigEndian(UInt64(index.count + 1))
         tail.ltxAppendBigEndian(post)
-        crc.update(tail)
-        let fileChecksum = LTX.checksumFlag | crc.value
+        hash(tail)
+        let headerCRC = CRC64.checksum(header.encoded())
+        let fileChecksum = LTX.checksumFlag | CRC64.combine(headerCRC, crc.value, lengthB: hashedAfterHeader)
         tail.ltxAppendBigEndian(fileChecksum)
         buffer += tail
         if sync {
@@ -199,6 +237,11 @@ public final class LTXEncoder {
         state = .finished
         index = []
         return LTXTrailer(postApplyChecksum: post, fileChecksum: fileChecksum)
+    }
+
+    private func hash(_ bytes: [UInt8]) {
+        crc.update(bytes)
+        hashedAfterHeader += Int64(bytes.count)
     }
 
     private func flush() throws {
@@ -267,8 +310,9 @@ extension LTXEncoder {
             }
             pgno += 1
         }
-        let trailer = try encoder.finish()
-        return (header, trailer)
+        let trailer = try encoder.finish(
+            checksums: flags.contains(.noChecksum) ? LTXHeader.DatabaseChecksums(pre: 0, post: encoder.pagesChecksum) : nil)
+        return (encoder.header, trailer)
     }
 }
 

@@ -56,11 +56,35 @@ public struct LTXHeader: Sendable, Equatable {
     public var walSalt1: UInt32
     public var walSalt2: UInt32
     public var nodeID: UInt64
+    /// Our database checksums in the header's reserved bytes (see `DatabaseChecksums`), nil when
+    /// the file carries none (Litestream's files, files written before they were added).
+    public var checksums: DatabaseChecksums?
+
+    /// Pre/post-apply database checksums kept in the 20 reserved header bytes (80...99): the tag
+    /// "vrck", the pre-apply checksum (0 for a snapshot), the post-apply checksum, big-endian.
+    ///
+    /// Why not the format's own fields: every Litestream 0.5 restore (0.5.17, ltx 0.5.2) merges
+    /// its files through ltx's compactor with NoChecksum set on the output and the last input's
+    /// post-apply checksum copied into it, whose trailer validation then rejects any non-zero
+    /// value (LTXInteropTests.litestreamRejectsFilesWithRealChecksums). So our files keep the
+    /// NoChecksum flag and zero format checksums, and carry the same values, computed exactly as
+    /// the format defines them (`LTXDatabaseChecksum`), where ltx ignores them: the reserved bytes
+    /// are covered by the file checksum and not checked by ltx's decoder.
+    public struct DatabaseChecksums: Sendable, Equatable {
+        public var pre: UInt64
+        public var post: UInt64
+        public init(pre: UInt64, post: UInt64) {
+            self.pre = pre
+            self.post = post
+        }
+        static let tag: [UInt8] = Array("vrck".utf8)
+        static let offset = 80
+    }
 
     public init(
         flags: Flags = .noChecksum, pageSize: UInt32, commit: UInt32, minTXID: UInt64, maxTXID: UInt64,
         timestamp: Int64, preApplyChecksum: UInt64 = 0, walOffset: Int64 = 0, walSize: Int64 = 0,
-        walSalt1: UInt32 = 0, walSalt2: UInt32 = 0, nodeID: UInt64 = 0
+        walSalt1: UInt32 = 0, walSalt2: UInt32 = 0, nodeID: UInt64 = 0, checksums: DatabaseChecksums? = nil
     ) {
         self.flags = flags
         self.pageSize = pageSize
@@ -74,6 +98,7 @@ public struct LTXHeader: Sendable, Equatable {
         self.walSalt1 = walSalt1
         self.walSalt2 = walSalt2
         self.nodeID = nodeID
+        self.checksums = checksums
     }
 
     /// Convenience initializer taking a `Date` (stored with millisecond precision).
@@ -91,6 +116,20 @@ public struct LTXHeader: Sendable, Equatable {
     public var noChecksum: Bool { flags.contains(.noChecksum) }
     public var lockPageNumber: UInt32 { LTX.lockPageNumber(pageSize: pageSize) }
     public var date: Date { Date(timeIntervalSince1970: Double(timestamp) / 1000) }
+
+    /// The database checksum this file expects before it is applied, if it says (the format's
+    /// field, else ours); 0 for a snapshot with checksums.
+    public var expectedPreApplyChecksum: UInt64? {
+        if !noChecksum { return preApplyChecksum }
+        return checksums?.pre
+    }
+
+    /// The database checksum after applying this file, if it carries one (the trailer's field
+    /// when the header tracks checksums, else ours).
+    public func postApplyChecksum(_ trailer: LTXTrailer?) -> UInt64? {
+        if !noChecksum { return trailer?.postApplyChecksum }
+        return checksums?.post
+    }
 
     public static func milliseconds(_ date: Date) -> Int64 {
         Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
@@ -113,6 +152,11 @@ public struct LTXHeader: Sendable, Equatable {
         b.ltxAppendBigEndian(walSalt1)
         b.ltxAppendBigEndian(walSalt2)
         b.ltxAppendBigEndian(nodeID)
+        if let checksums {
+            b += DatabaseChecksums.tag
+            b.ltxAppendBigEndian(checksums.pre)
+            b.ltxAppendBigEndian(checksums.post)
+        }
         b += [UInt8](repeating: 0, count: LTX.headerSize - b.count)
         return b
     }
@@ -136,6 +180,10 @@ public struct LTXHeader: Sendable, Equatable {
             walSalt1: bytes.ltxUInt32(at: 64),
             walSalt2: bytes.ltxUInt32(at: 68),
             nodeID: bytes.ltxUInt64(at: 72))
+        let at = DatabaseChecksums.offset
+        if Array(bytes[at..<(at + 4)]) == DatabaseChecksums.tag {
+            checksums = DatabaseChecksums(pre: bytes.ltxUInt64(at: at + 4), post: bytes.ltxUInt64(at: at + 12))
+        }
         try validate()
     }
 
@@ -156,6 +204,13 @@ public struct LTXHeader: Sendable, Equatable {
             if preApplyChecksum != 0 { throw LTXFormatError("pre-apply checksum set although NoChecksum") }
         } else if preApplyChecksum & LTX.checksumFlag == 0 {
             throw LTXFormatError("missing or malformed pre-apply checksum")
+        }
+        if let checksums {
+            let preValid = isSnapshot ? checksums.pre == 0 : checksums.pre & LTX.checksumFlag != 0
+            guard preValid, checksums.post & LTX.checksumFlag != 0 else {
+                throw LTXFormatError(
+                    "malformed database checksums in the header (pre \(hex16(checksums.pre)), post \(hex16(checksums.post)))")
+            }
         }
     }
 }

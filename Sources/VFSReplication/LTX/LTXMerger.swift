@@ -17,7 +17,11 @@
 /// zero after sequential application, so the merge writes it as zeros (a plain merge would
 /// resurrect the older version); a merged snapshot (first input's minTXID 1) holds every page.
 /// Every input is decoded to its end, so its checksums are verified before the result is
-/// trusted. The output carries the NoChecksum flag, as every Litestream 0.5 writer's does.
+/// trusted. The output carries the NoChecksum flag, as every Litestream 0.5 writer's does, and
+/// our database checksums (`LTXHeader.DatabaseChecksums`) when its first and last inputs carry
+/// them: the first input's pre-apply and the last input's post-apply checksum (checked against
+/// the pages of a merged snapshot). Inputs must chain (`LTXChain`): a file of another database
+/// among them is an error naming it, never merged.
 /// https://github.com/superfly/ltx (compactor.go) describes the format's own compactor.
 public enum LTXMerger {
     public struct Result: Sendable, Equatable {
@@ -75,9 +79,19 @@ public enum LTXMerger {
                         + "\(inputs[i - 1]) (TXIDs \(hex16(previous.minTXID))-\(hex16(previous.maxTXID))): "
                         + "it does not continue it")
             }
+            if let problem = LTXChain.problem(previous: previous, previousPost: previous.checksums?.post, next: current) {
+                throw ReplicationError(
+                    .corruptReplicaFile, "cannot merge \(inputs[i]) after \(inputs[i - 1]): \(problem)")
+            }
         }
         let first = headers[0]
         let last = headers[headers.count - 1]
+        let checksums: LTXHeader.DatabaseChecksums?
+        if let pre = first.isSnapshot ? 0 : first.checksums?.pre, let post = last.checksums?.post {
+            checksums = LTXHeader.DatabaseChecksums(pre: pre, post: post)
+        } else {
+            checksums = nil
+        }
         let header = LTXHeader(
             flags: .noChecksum, pageSize: last.pageSize, commit: last.commit, minTXID: first.minTXID,
             maxTXID: last.maxTXID, timestamp: last.timestamp, nodeID: last.nodeID)
@@ -130,8 +144,15 @@ public enum LTXMerger {
             }
         }
         try fillZeros(before: finalCommit &+ 1)
-        let trailer = try encoder.finish(sync: sync)
-        return Result(header: header, trailer: trailer, size: encoder.size, pageCount: encoder.pageCount)
+        if header.isSnapshot, let expected = checksums?.post, encoder.pagesChecksum != expected {
+            throw ReplicationError(
+                .corruptReplicaFile,
+                "merging \(inputs.first!) ... \(inputs.last!) gives a database checksum "
+                    + "\(hex16(encoder.pagesChecksum)), not the \(hex16(expected)) \(inputs.last!) records")
+        }
+        let recorded = header.isSnapshot ? LTXHeader.DatabaseChecksums(pre: 0, post: encoder.pagesChecksum) : checksums
+        let trailer = try encoder.finish(checksums: recorded, sync: sync)
+        return Result(header: encoder.header, trailer: trailer, size: encoder.size, pageCount: encoder.pageCount)
     }
 }
 

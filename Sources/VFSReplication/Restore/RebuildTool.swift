@@ -257,12 +257,14 @@ public enum RebuildTool {
 
     public static func summary(_ result: RestoreResult, replica: String) -> String {
         var checks: [String] = ["LTX checksums"]
-        if result.checksumVerified { checks.append("database checksum") }
+        if result.checksumVerified { checks.append("database checksums") }
         if result.integrityChecked { checks.append("integrity_check") }
+        let unchecked = result.checksumUnavailable.map { "; database checksum not checked: \($0)" } ?? ""
         return "restored \(result.outputPath) from \(replica): TXID \(hex16(result.txid)) (\(result.txid)), "
             + "time \(RestorePlanner.format(result.timestamp)), \(result.pageCount) pages of \(result.pageSize) bytes, "
             + "\(result.files.count) files (\(RestoreProgressRenderer.formatBytes(result.bytes)), "
             + "\(RestoreProgressRenderer.formatSeconds(result.seconds))); verified: \(checks.joined(separator: ", "))"
+            + unchecked
     }
 
     // MARK: - Parsing
@@ -398,6 +400,8 @@ public enum RebuildTool {
         var requests: [String: Int]?
         var seconds: Double?
         var verified: Verified?
+        /// Why `verified.databaseChecksum` is false, when it is.
+        var databaseChecksumUnavailable: String?
         var skippedFiles: [String]?
         var files: [FileJSON]?
         /// The text form.
@@ -406,7 +410,7 @@ public enum RebuildTool {
 
         private enum CodingKeys: String, CodingKey {
             case database, replica, status, reason, error, output, txid, txidHex, timestamp, pageSize, pageCount
-            case bytes, requests, seconds, verified, skippedFiles, files
+            case bytes, requests, seconds, verified, databaseChecksumUnavailable, skippedFiles, files
         }
 
         init(database: String, replica: String, skipped reason: String) {
@@ -440,6 +444,7 @@ public enum RebuildTool {
             requests = ["GET": result.files.count]
             seconds = result.seconds
             verified = Verified(databaseChecksum: result.checksumVerified, integrityCheck: result.integrityChecked)
+            databaseChecksumUnavailable = result.checksumUnavailable
             skippedFiles = result.skipped
             files = result.files.map(FileJSON.init)
             lines = result.skipped.map { "warning: could not use \($0); restored through other files" }

@@ -10,8 +10,9 @@ public struct RestoreOptions: Sendable, Equatable {
     public var target: RestoreTarget
     /// Replace an existing output file (and remove its -wal/-shm/-journal).
     public var force: Bool
-    /// Check the rebuilt database (database checksum when the files carry one, and
-    /// `PRAGMA integrity_check`). LTX file checksums are always verified.
+    /// Run `PRAGMA integrity_check` on the rebuilt database. LTX file checksums, the chain of
+    /// database checksums and lineages, and the final database checksum (when the files carry
+    /// database checksums) are always verified.
     public var verify: Bool
     /// Files downloaded at once (ahead of the one being applied).
     public var downloads: Int
@@ -47,8 +48,11 @@ public struct RestoreResult: Sendable, Equatable {
     /// True when `PRAGMA integrity_check` ran and said ok.
     public var integrityChecked: Bool
     /// True when the result's database checksum was compared with the last file's post-apply
-    /// checksum (only possible for files written without NoChecksum).
+    /// checksum (our files carry one; Litestream's do not).
     public var checksumVerified: Bool
+    /// Why the database checksum was not checked (`checksumVerified` false), e.g. the files were
+    /// written by Litestream, which records none.
+    public var checksumUnavailable: String?
     /// Files that could not be used (corrupt or missing), each with the reason; lower levels
     /// stood in for them.
     public var skipped: [String] = []
@@ -216,6 +220,7 @@ public enum ReplicaRestorer {
         defer { prefetcher.cancel() }
         var applier: NewestFirstApplier?
         var final: (header: LTXHeader, trailer: LTXTrailer, file: LTXFileInfo)?
+        var applied: [(header: LTXHeader, trailer: LTXTrailer, file: LTXFileInfo)] = []
         var report = RestoreProgress(
             filesDone: 0, filesTotal: order.count, bytesDone: 0, bytesTotal: plan.bytes, elapsed: 0)
         progress?(report)
@@ -262,6 +267,7 @@ public enum ReplicaRestorer {
                     progress?(report)
                 }
                 if final == nil { final = (header, decoder.trailer!, file) }
+                applied.append((header, decoder.trailer!, file))
                 report.bytesDone = base + file.size
                 logger.debug(
                     "applied",
@@ -279,29 +285,41 @@ public enum ReplicaRestorer {
         }
         let last = final!
         let pagesWritten = applier!.pagesWritten
+        try checkChain(Array(applied.reversed()))
         try LTXIO.fsync(fd, path: temp)
 
+        // Which database, from which files, to which point: every verification error says it.
+        let what =
+            "database \(outputPath) rebuilt from \(client.location) at TXIDs "
+            + "\(hex16(1))-\(hex16(last.header.maxTXID)) (\(plan.files.count) files, \(snapshot) to \(last.file))"
         var checksumVerified = false
-        var integrityChecked = false
-        if options.verify {
-            if !last.header.noChecksum && last.trailer.postApplyChecksum != 0 {
-                let sum = try LTXDatabaseChecksum.ofDatabase(
-                    fd: fd, path: temp, pageSize: last.header.pageSize, pageCount: last.header.commit)
-                guard sum == last.trailer.postApplyChecksum else {
-                    throw ReplicationError(
-                        .verificationFailed,
-                        "rebuilt database checksum \(hex16(sum)) differs from \(last.file)'s "
-                            + "post-apply checksum \(hex16(last.trailer.postApplyChecksum))"
-                    )
-                }
-                checksumVerified = true
-            }
-            if let problems = try IntegrityCheck.run(path: temp) {
+        var checksumUnavailable: String?
+        if let expected = last.header.postApplyChecksum(last.trailer) {
+            let sum = try LTXDatabaseChecksum.ofDatabase(
+                fd: fd, path: temp, pageSize: last.header.pageSize, pageCount: last.header.commit)
+            guard sum == expected else {
                 throw ReplicationError(
                     .verificationFailed,
-                    "rebuilt database (TXID \(hex16(plan.txid))) fails PRAGMA integrity_check: "
-                        + problems.prefix(5).joined(separator: "; ")
-                )
+                    "\(what): its database checksum \(hex16(sum)) is not the post-apply checksum "
+                        + "\(hex16(expected)) that \(last.file) records")
+            }
+            checksumVerified = true
+        } else if last.header.nodeID == 0 {
+            checksumUnavailable = "written by Litestream, whose files carry no database checksum"
+        } else {
+            checksumUnavailable = "\(last.file) carries no database checksum (written before they were recorded)"
+        }
+        var integrityChecked = false
+        if options.verify {
+            if let rows = try IntegrityCheck.run(path: temp) {
+                // SQLite puts several problems into one row, separated by newlines.
+                let problems = rows.flatMap { $0.split(whereSeparator: \.isNewline) }.map(String.init)
+                    .filter { !$0.isEmpty && !$0.hasPrefix("*** in database") }
+                let first = problems.first ?? "not ok"
+                let more = problems.count > 1 ? " (and \(problems.count - 1) more problems)" : ""
+                throw ReplicationError(
+                    .verificationFailed, "\(what) fails PRAGMA integrity_check: \(first)\(more)",
+                    details: problems)
             }
             integrityChecked = true
         }
@@ -334,8 +352,28 @@ public enum ReplicaRestorer {
         return RestoreResult(
             outputPath: outputPath, txid: last.header.maxTXID, timestamp: last.header.date,
             pageCount: last.header.commit, pageSize: last.header.pageSize, files: plan.files,
-            integrityChecked: integrityChecked, checksumVerified: checksumVerified, bytes: plan.bytes,
+            integrityChecked: integrityChecked, checksumVerified: checksumVerified,
+            checksumUnavailable: checksumUnavailable, bytes: plan.bytes,
             pagesWritten: pagesWritten, seconds: seconds)
+    }
+
+    /// Checks, oldest first, that every file continues the one before it (`LTXChain`): database
+    /// checksums where both carry them, and the lineage. A file that does not is unusable (the
+    /// restore plans around it, or the error names it).
+    private static func checkChain(_ chain: [(header: LTXHeader, trailer: LTXTrailer, file: LTXFileInfo)]) throws {
+        for i in chain.indices.dropFirst() {
+            let previous = chain[i - 1]
+            let next = chain[i]
+            if let problem = LTXChain.problem(
+                previous: previous.header, previousPost: previous.header.postApplyChecksum(previous.trailer),
+                next: next.header)
+            {
+                throw UnusableFile(
+                    file: next.file,
+                    error: ReplicationError(
+                        .corruptReplicaFile, "\(next.file) cannot follow \(previous.file) in a restore: \(problem)"))
+            }
+        }
     }
 
     private static let sidecarSuffixes = ["-wal", "-shm", "-journal"]

@@ -167,7 +167,9 @@ public enum ReplicaVerifier {
             attempts: snapshot.attempts, message: "")
         if record.passed {
             record.message =
-                "the replica at TXID \(snapshot.txid) equals the live database (\(comparison.livePages) pages of \(snapshot.pageSize) bytes)"
+                "the replica at TXID \(snapshot.txid) equals the live database (\(comparison.livePages) pages of \(snapshot.pageSize) bytes; "
+                + (result.checksumVerified
+                    ? "database checksums verified)" : "database checksum not checked: \(result.checksumUnavailable ?? "none recorded"))")
         } else if comparison.livePages != comparison.replicaPages {
             record.message =
                 "the replica at TXID \(snapshot.txid) has \(comparison.replicaPages) pages, the live database \(comparison.livePages)"

@@ -504,6 +504,15 @@ final class DatabaseUploader: @unchecked Sendable {
         return record.next
     }
 
+    /// Per-page database checksums of the replica's state (`PageChecksumMap`), opened on first use.
+    private var pageSumsMap: PageChecksumMap?
+    private func pageSums() throws -> PageChecksumMap {
+        if let pageSumsMap { return pageSumsMap }
+        let map = try PageChecksumMap(path: spool.stateDirectory + "/pagesums")
+        pageSumsMap = map
+        return map
+    }
+
     private var tempDirectory: String {
         let dir = spool.stateDirectory + "/tmp"
         mkdir(dir, 0o755)
@@ -590,6 +599,9 @@ final class DatabaseUploader: @unchecked Sendable {
         let tmp = tempDirectory + "/snapshot-\(point.txid).ltx"
         defer { unlink(tmp) }
         let encoder = try LTXEncoder(path: tmp, header: header)
+        // The snapshot sets the page checksums every later batch updates.
+        let sums = try pageSums()
+        try sums.beginSnapshot(pageSize: snap.pageSize, commit: snap.commit)
         var page = [UInt8](repeating: 0, count: Int(snap.pageSize))
         let lock = LTX.lockPageNumber(pageSize: snap.pageSize)
         var pgno: UInt32 = 1
@@ -597,15 +609,17 @@ final class DatabaseUploader: @unchecked Sendable {
             if pgno != lock {
                 try page.withUnsafeMutableBytes { try snap.readPage(pgno, into: $0) }
                 try encoder.writePage(pgno, page)
+                sums.setSnapshotPage(pgno, checksum: encoder.lastPageChecksum)
             }
             pgno += 1
         }
-        try encoder.finish()
+        try encoder.finish(checksums: LTXHeader.DatabaseChecksums(pre: 0, post: encoder.pagesChecksum))
         let size = encoder.size
         snap.close()
         try replica.publish(
             level: 9, minTXID: 1, maxTXID: point.txid, localPath: tmp,
             timestamp: Date(timeIntervalSince1970: Double(header.timestamp) / 1000))
+        sums.finishSnapshot(txid: point.txid, lineage: header.nodeID)
         logger.info(
             "snapshot shipped",
             metadata: ["txid": "\(point.txid)", "pages": "\(snap.commit)", "bytes": "\(size)"])
@@ -630,12 +644,22 @@ final class DatabaseUploader: @unchecked Sendable {
         let tmp = tempDirectory + "/\(LTXFileInfo.fileName(minTXID: batch.minTXID, maxTXID: batch.maxTXID))"
         defer { unlink(tmp) }
         let encoder = try LTXEncoder(path: tmp, header: header)
+        // Pre/post-apply database checksums from the page checksums of the state the replica
+        // holds (nil when they cannot be trusted: then this batch ships without, and a snapshot
+        // follows to set them again).
+        let sums = try pageSums()
+        let pre = sums.trusted(txid: batch.minTXID - 1, lineage: header.nodeID, pageSize: batch.pageSize)
+        var changes: [(pgno: UInt32, checksum: UInt64)] = []
         var page = [UInt8](repeating: 0, count: Int(batch.pageSize))
         for (pgno, loc) in batch.sortedPages() {
             try page.withUnsafeMutableBytes { try reader.readPage(loc, pageSize: Int(batch.pageSize), into: $0) }
             try encoder.writePage(pgno, page)
+            changes.append((pgno, encoder.lastPageChecksum))
         }
-        try encoder.finish()
+        try encoder.finish(
+            checksums: pre.map {
+                LTXHeader.DatabaseChecksums(pre: $0, post: sums.postApply(changes: changes, commit: batch.commitPages))
+            })
         try replica.publish(
             level: 0, minTXID: batch.minTXID, maxTXID: batch.maxTXID, localPath: tmp,
             timestamp: Date(timeIntervalSince1970: Double(batch.timestampMs) / 1000))
@@ -646,6 +670,14 @@ final class DatabaseUploader: @unchecked Sendable {
             LTXFileInfo(level: 0, minTXID: batch.minTXID, maxTXID: batch.maxTXID, size: encoder.size,
                         createdAt: Date(timeIntervalSince1970: Double(batch.timestampMs) / 1000)),
             localCopy: tmp)
+        if pre != nil {
+            try sums.apply(changes: changes, commit: batch.commitPages, txid: batch.maxTXID, lineage: header.nodeID)
+        } else {
+            sums.invalidate()
+            logger.notice(
+                "page checksums of the replica's state unknown (first run with them, or after a crash): next shipment is a snapshot",
+                metadata: ["txid": "\(batch.maxTXID)"])
+        }
         spool.setShipped(txid: batch.maxTXID, position: readPos)
         emit(
             .shipped(
@@ -653,6 +685,7 @@ final class DatabaseUploader: @unchecked Sendable {
                 pages: encoder.pageCount, transactions: batch.transactions))
         let next = batch.maxTXID + 1
         batch.reset(nextExpected: next)
+        if pre == nil { needSnapshot = true }
         noteUpload(bytes: encoder.size, snapshot: false)
         trimSpool()
     }

@@ -217,6 +217,11 @@ extension TestSupport {
         var pageSize = 0
         var checksum: UInt64 = 0
         var timestamp = Date(timeIntervalSince1970: 1_750_000_000)
+        /// Record our database checksums in the headers' reserved bytes (as the uploader does).
+        var recordChecksums = false
+        var nodeID: UInt64 = 0
+        /// The database file's bytes at each TXID: the writer's own record of every state.
+        var states: [UInt64: [UInt8]] = [:]
 
         init(replicaDirectory: String, work: String, flags: LTXHeader.Flags, encoding: LTXPageEncoding) {
             replica = FileReplicaClient(directory: replicaDirectory)
@@ -237,7 +242,9 @@ extension TestSupport {
             let path = work + "/next.ltx"
             let header = LTXHeader(
                 flags: flags, pageSize: UInt32(pageSize), commit: commit, minTXID: minTXID, maxTXID: txid,
-                timestamp: timestamp, preApplyChecksum: minTXID == 1 || flags.contains(.noChecksum) ? 0 : checksum)
+                timestamp: LTXHeader.milliseconds(timestamp),
+                preApplyChecksum: minTXID == 1 || flags.contains(.noChecksum) ? 0 : checksum, nodeID: nodeID)
+            let pre = minTXID == 1 ? 0 : checksum
             let encoder = try LTXEncoder(path: path, header: header, pageEncoding: encoding)
             var sum = LTXDatabaseChecksum()
             for pgno in 1...Int(commit) {
@@ -248,7 +255,10 @@ extension TestSupport {
                 if minTXID == 1 || !unchanged { try encoder.writePage(UInt32(pgno), page) }
             }
             checksum = sum.value
-            try encoder.finish(postApplyChecksum: flags.contains(.noChecksum) ? nil : checksum)
+            try encoder.finish(
+                postApplyChecksum: flags.contains(.noChecksum) ? nil : checksum,
+                checksums: recordChecksums ? LTXHeader.DatabaseChecksums(pre: pre, post: checksum) : nil)
+            states[txid] = bytes
             try replica.publish(level: level, minTXID: minTXID, maxTXID: txid, localPath: path, timestamp: timestamp)
             previous = bytes
         }
