@@ -384,6 +384,10 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
         o->resets = s->resets;
         o->spoolSyncs = s->spoolSyncs;
         o->lineageId = s->lineageId;
+        o->cleanValid = s->cleanValid;
+        o->cleanIno = s->cleanIno;
+        o->cleanSize = s->cleanSize;
+        o->cleanMtimeNs = s->cleanMtimeNs;
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&s->seq, memory_order_acquire) == a || stale) return;
     }

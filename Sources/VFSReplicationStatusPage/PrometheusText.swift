@@ -58,6 +58,10 @@ public enum PrometheusText {
             Family(
                 name: "vfsreplication_verification_timestamp_seconds", help: "Time of the last vfs-status --verify.",
                 type: "gauge"),
+            Family(
+                name: "vfsreplication_backed_up",
+                help: "1 when the database's current state is in the replica (or there is nothing to back up yet).",
+                type: "gauge"),
         ]
         func add(_ index: Int, _ r: StatusReport, _ value: Double?, _ extra: [(String, String)] = []) {
             guard let value else { return }
@@ -81,6 +85,7 @@ public enum PrometheusText {
             for kind in RequestKind.allCases { add(13, r, Double(today[kind]), [("kind", kind.rawValue)]) }
             add(14, r, r.verification.map { $0.passed ? 1 : 0 })
             add(15, r, r.verification?.finishedAt.timeIntervalSince1970)
+            add(16, r, r.notBackedUpSince == nil ? 1 : 0)
         }
         var out = ""
         for f in families where !f.samples.isEmpty {

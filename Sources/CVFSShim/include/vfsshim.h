@@ -81,6 +81,10 @@ typedef struct vr_state_view {
     uint64_t resets;         /* lineage breaks recorded */
     uint64_t spoolSyncs;     /* group fsyncs of the spool */
     uint64_t lineageId;      /* random id of this database's writer, stored in its LTX files */
+    uint32_t cleanValid;     /* the last connection closed cleanly; the file was then: */
+    uint64_t cleanIno;
+    uint64_t cleanSize;
+    int64_t cleanMtimeNs;
 } vr_state_view;
 
 typedef struct vr_db vr_db; /* opaque: one replicated database in this process */

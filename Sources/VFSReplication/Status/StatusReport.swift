@@ -41,6 +41,10 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     public var maxLagSeconds: Double
     /// Why the database is unhealthy; empty when it is healthy.
     public var problems: [String]
+    /// Set when the database's current state is not in its replica (never shipped, or changed
+    /// without the VFS while closed): the time that state was written. Nil when it is backed up
+    /// or there is nothing to back up (no file, no table yet).
+    public var notBackedUpSince: Date?
 
     public var healthy: Bool { problems.isEmpty }
 
@@ -62,7 +66,8 @@ public struct StatusReport: Sendable, Equatable, Encodable {
 
     public init(
         database: String, replica: String, generatedAt: Date, state: LocalReplicationState?,
-        uploader: UploaderPresence, record: UploaderRecord?, verification: VerificationRecord?, maxLagSeconds: Double
+        uploader: UploaderPresence, record: UploaderRecord?, verification: VerificationRecord?, maxLagSeconds: Double,
+        notBackedUpSince: Date? = nil
     ) {
         self.database = database
         self.replica = replica
@@ -72,6 +77,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         self.record = record
         self.verification = verification
         self.maxLagSeconds = maxLagSeconds
+        self.notBackedUpSince = notBackedUpSince
         self.problems = []
         self.problems = evaluate()
     }
@@ -101,16 +107,18 @@ public struct StatusReport: Sendable, Equatable, Encodable {
             uploader: state == nil ? .none : UploaderPresence.probe(files),
             record: UploaderRecord.load(path: files.statusFile),
             verification: VerificationRecord.load(path: files.verificationFile),
-            maxLagSeconds: policy.maxLagSeconds(for: db))
+            maxLagSeconds: policy.maxLagSeconds(for: db),
+            notBackedUpSince: BackupCoverage.notBackedUpSince(
+                databasePath: files.databasePath, stateDirectory: files.stateDirectory))
         if let readError { report.problems.insert(readError, at: 0) }
         return report
     }
 
     /// The health rules.
     func evaluate() -> [String] {
-        var problems: [String] = []
+        var problems: [String] = backupProblems()
         guard let state else {
-            return [
+            return problems + [
                 "no replication state: no process has registered this database (is the app or vfs-replicate running?)"
             ]
         }
@@ -133,6 +141,13 @@ public struct StatusReport: Sendable, Equatable, Encodable {
             problems.append("last verification (\(Self.format(v.finishedAt))) failed: \(v.message)")
         }
         return problems
+    }
+
+    /// A database with content whose current state is not in the replica is never healthy,
+    /// however quiet it is (a write may not come for days).
+    private func backupProblems() -> [String] {
+        guard let since = notBackedUpSince else { return [] }
+        return ["not yet backed up since \(Self.format(since))"]
     }
 
     // MARK: - Text
@@ -207,7 +222,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     private enum Key: String, CodingKey {
         case database, replica, generatedAt, healthy, problems, localTXID, durableTXID, lagSeconds, lagTransactions
         case maxLagSeconds, pendingSpoolBytes, lastCommit, lastUpload, lastSnapshot, filesUploaded, bytesUploaded
-        case requestsToday, lastError, fenced, uploader, verification
+        case requestsToday, lastError, fenced, uploader, verification, notBackedUpSince
     }
 
     private struct UploaderJSON: Encodable {
@@ -245,6 +260,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         case .unknown(let why): try c.encode(UploaderJSON(running: false, probeError: why), forKey: .uploader)
         }
         try c.encodeIfPresent(verification, forKey: .verification)
+        try c.encodeIfPresent(notBackedUpSince, forKey: .notBackedUpSince)
     }
 }
 
