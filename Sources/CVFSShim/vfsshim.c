@@ -487,6 +487,10 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
         o->captureBehind = s->captureBehind;
         o->overLimitMs = s->overLimitMs;
         o->reservedBytes = s->allocSeg == s->appendSeg && s->allocEnd > s->appendOff ? s->allocEnd - s->appendOff : 0;
+        o->cleanValid = s->cleanValid;
+        o->cleanIno = s->cleanIno;
+        o->cleanSize = s->cleanSize;
+        o->cleanMtimeNs = s->cleanMtimeNs;
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&s->seq, memory_order_acquire) == a || stale) return;
     }
@@ -776,6 +780,7 @@ struct VRFile {
     int snapSlot;          /* which read mark (0: main file only) */
     WalIdxHdr snapHdr;
     uint64_t lastCommitTxid;  /* the TXID this connection last committed */
+    int walSwitch;            /* main db: a PRAGMA journal_mode=WAL may take RESERVED (rollback mode) */
     uint64_t gateTxid;        /* the last commit the output gate waited for */
     int gateDurable;          /* ... and whether it was confirmed durable in time */
     sqlite3_file *pReal;   /* parent's file object, right after this struct */
@@ -1396,6 +1401,21 @@ static int vrFileSize(sqlite3_file *pFile, sqlite3_int64 *pSize) {
 }
 static int vrLock(sqlite3_file *pFile, int eLock) {
     VRFile *p = (VRFile *)pFile;
+    if (eLock == SQLITE_LOCK_RESERVED && p->pDb && !p->isWal && !p->pWal && !p->walSwitch) {
+        /* A rollback-journal write transaction (a WAL writer never asks for RESERVED: its write
+         * lock is in the wal-index): the database could not be switched to WAL at open (see
+         * ensureWal). Refused here, before SQLite creates the journal, so nothing is left to roll
+         * back and the database is never wedged. SQLite gives a VFS no way to put its own text
+         * in a statement's error; SQLITE_READONLY ("attempt to write a readonly database") is
+         * what the database is through this VFS until it is in WAL mode, and the log says why. */
+        statAdd(&gStats.refusedWrites, 1);
+        vrLog(SQLITE_READONLY,
+              "vfsreplication: %s is in rollback-journal mode (another connection keeps it so); the replicated VFS "
+              "writes WAL databases only: writes are refused until it is switched (PRAGMA journal_mode=WAL, or reopen "
+              "it through the VFS once no other connection holds it)%s",
+              p->pDb->zPath, "");
+        return SQLITE_READONLY;
+    }
     int rc = ORIGFILE(pFile)->pMethods->xLock(ORIGFILE(pFile), eLock);
     if (rc == SQLITE_OK) p->lockLevel = eLock;
     return rc;
@@ -1404,6 +1424,7 @@ static int vrUnlock(sqlite3_file *pFile, int eLock) {
     VRFile *p = (VRFile *)pFile;
     int rc = ORIGFILE(pFile)->pMethods->xUnlock(ORIGFILE(pFile), eLock);
     if (rc == SQLITE_OK) p->lockLevel = eLock;
+    if (eLock <= SQLITE_LOCK_SHARED) p->walSwitch = 0;
     return rc;
 }
 static int vrCheckReservedLock(sqlite3_file *pFile, int *pResOut) {
@@ -1426,6 +1447,12 @@ static int vrFileControl(sqlite3_file *pFile, int op, void *pArg) {
                                        "VFS requires journal_mode=WAL",
                                        p->pDb->zPath, a[2]);
                 return SQLITE_ERROR;
+            }
+            if (isPragma(a, "journal_mode") && a[2] && !p->pWal) {
+                /* The switch to WAL is the one rollback-journal transaction allowed (vrLock, and
+                 * vrWrite lets only its page 1 through). Cleared when the lock drops to SHARED;
+                 * a pragma prepared and never run leaves it set until then at most. */
+                p->walSwitch = 1;
             }
             if (isPragma(a, "replicated_last_commit")) {
                 /* What the output gate knows of this connection's last commit:
@@ -1658,6 +1685,54 @@ static int vrUnfetch(sqlite3_file *pFile, sqlite3_int64 off, void *pPage) {
 
 /* --- vfs methods ---------------------------------------------------------------------------- */
 
+#define VR_WAL_SWITCH_BUSY_MS 1000 /* how long an open waits to switch a database to WAL */
+
+/* A database opened read-write through the VFS must be in WAL mode: the shim captures WAL
+ * transactions only, and a rollback-journal write it refused half-way would leave a hot journal
+ * that only a connection outside the VFS could roll back. So a new (empty) database, or one in
+ * rollback-journal mode (header bytes 18/19 = 1), is switched to WAL here, before SQLite reads
+ * its header: a private connection through the parent VFS runs PRAGMA journal_mode=WAL, which is
+ * SQLite's own conversion under SQLite's own locks (it needs the exclusive lock, so it cannot
+ * disturb another connection, and it rolls back a hot journal first). When another connection
+ * keeps the database in rollback mode the switch fails, nothing changes, and writes through this
+ * VFS are refused at their first lock (vrLock), before any journal exists. A new database gets
+ * SQLite's default page size and encoding (a later PRAGMA page_size finds it created). Opens
+ * only: never on the commit path. */
+static void ensureWal(const char *zName, sqlite3_file *real) {
+    sqlite3_int64 size = 0;
+    if (real->pMethods->xFileSize(real, &size) != SQLITE_OK) return;
+    if (size > 0) {
+        unsigned char h[20];
+        if (size < 100 || real->pMethods->xRead(real, h, 20, 0) != SQLITE_OK) return;
+        if (memcmp(h, "SQLite format 3", 16) != 0) return; /* not a database: SQLite will say so */
+        if (h[18] == 2 && h[19] == 2) return;             /* WAL */
+    }
+    sqlite3 *c = NULL;
+    char mode[16] = "";
+    int rc = sqlite3_open_v2(zName, &c, SQLITE_OPEN_READWRITE | SQLITE_OPEN_PRIVATECACHE, gParent->zName);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(c, VR_WAL_SWITCH_BUSY_MS);
+        sqlite3_stmt *st = NULL;
+        rc = sqlite3_prepare_v2(c, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const unsigned char *t = sqlite3_column_text(st, 0);
+            if (t) snprintf(mode, sizeof mode, "%s", (const char *)t);
+            rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == SQLITE_OK && sqlite3_stricmp(mode, "wal") == 0) {
+        if (size > 0)
+            sqlite3_log(SQLITE_NOTICE, "vfsreplication: %s was in rollback-journal mode; switched it to WAL", zName);
+    } else {
+        sqlite3_log(SQLITE_WARNING,
+                    "vfsreplication: %s is not in WAL mode and could not be switched (%s); writes through the "
+                    "replicated VFS are refused until it is",
+                    zName, c ? sqlite3_errmsg(c) : "out of memory");
+    }
+    sqlite3_close_v2(c); /* close_v2: the API table a linked program fills has no plain close */
+}
+
 static int vrOpen(sqlite3_vfs *pVfs, sqlite3_filename zName, sqlite3_file *pFile, int flags, int *pOutFlags) {
     (void)pVfs;
     VRFile *p = (VRFile *)pFile;
@@ -1688,6 +1763,7 @@ static int vrOpen(sqlite3_vfs *pVfs, sqlite3_filename zName, sqlite3_file *pFile
         pFile->pMethods = NULL;
         return rc;
     }
+    if (db && !pMain && (flags & SQLITE_OPEN_READWRITE)) ensureWal(zName, p->pReal);
     p->pDb = db;
     if (pMain) {
         p->isWal = 1;

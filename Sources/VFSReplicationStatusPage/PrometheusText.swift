@@ -65,6 +65,10 @@ public enum PrometheusText {
             Family(
                 name: "vfsreplication_spool_writable", help: "0 while the spool cannot be written (disk full).",
                 type: "gauge"),
+            Family(
+                name: "vfsreplication_backed_up",
+                help: "1 when the database's current state is in the replica (or there is nothing to back up yet).",
+                type: "gauge"),
         ]
         func add(_ index: Int, _ r: StatusReport, _ value: Double?, _ extra: [(String, String)] = []) {
             guard let value else { return }
@@ -94,6 +98,7 @@ public enum PrometheusText {
                 add(16, r, Double(d.totalBytes), [("part", "total")])
                 add(17, r, d.spoolError == nil && !d.captureBehind ? 1 : 0)
             }
+            add(18, r, r.notBackedUpSince == nil ? 1 : 0)
         }
         var out = ""
         for f in families where !f.samples.isEmpty {

@@ -90,6 +90,10 @@ typedef struct vr_state_view {
     uint32_t captureBehind;  /* 1: committed transactions wait in the WAL to be spooled */
     int64_t overLimitMs;     /* spool-full: grow went past spool-max-bytes at this time (0: within) */
     uint64_t reservedBytes;  /* spool space preallocated past the committed end */
+    uint32_t cleanValid;     /* the last connection closed cleanly; the file was then: */
+    uint64_t cleanIno;
+    uint64_t cleanSize;
+    int64_t cleanMtimeNs;
 } vr_state_view;
 
 typedef struct vr_db vr_db; /* opaque: one replicated database in this process */

@@ -45,6 +45,10 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     public var restored: RestoreMarker?
     /// Why the database is unhealthy; empty when it is healthy.
     public var problems: [String]
+    /// Set when the database's current state is not in its replica (never shipped, or changed
+    /// without the VFS while closed): the time that state was written. Nil when it is backed up
+    /// or there is nothing to back up (no file, no table yet).
+    public var notBackedUpSince: Date?
 
     public var healthy: Bool { problems.isEmpty }
 
@@ -67,7 +71,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     public init(
         database: String, replica: String, generatedAt: Date, state: LocalReplicationState?,
         uploader: UploaderPresence, record: UploaderRecord?, verification: VerificationRecord?, maxLagSeconds: Double,
-        restored: RestoreMarker? = nil
+        restored: RestoreMarker? = nil, notBackedUpSince: Date? = nil
     ) {
         self.database = database
         self.replica = replica
@@ -78,6 +82,8 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         self.verification = verification
         self.maxLagSeconds = maxLagSeconds
         self.restored = restored
+        // A database restored from its own replica and untouched since is backed up.
+        self.notBackedUpSince = restored != nil && state == nil ? nil : notBackedUpSince
         self.problems = []
         self.problems = evaluate()
     }
@@ -112,17 +118,19 @@ public struct StatusReport: Sendable, Equatable, Encodable {
                 // Protected only if it came from this database's own replica and is unchanged.
                 $0.matches(databasePath: files.databasePath)
                     && $0.replica == (try? makeReplicaClient(db.replica))?.location ? $0 : nil
-            })
+            },
+            notBackedUpSince: BackupCoverage.notBackedUpSince(
+                databasePath: files.databasePath, stateDirectory: files.stateDirectory))
         if let readError, report.restored == nil { report.problems.insert(readError, at: 0) }
         return report
     }
 
     /// The health rules.
     func evaluate() -> [String] {
-        var problems: [String] = []
         if restored != nil && state == nil { return [] }  // restored, waiting for its first open
+        var problems: [String] = backupProblems()
         guard let state else {
-            return [
+            return problems + [
                 "no replication state: no process has registered this database (is the app or vfs-replicate running?)"
             ]
         }
@@ -146,6 +154,13 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         }
         problems += state.disk?.problems() ?? []
         return problems
+    }
+
+    /// A database with content whose current state is not in the replica is never healthy,
+    /// however quiet it is (a write may not come for days).
+    private func backupProblems() -> [String] {
+        guard let since = notBackedUpSince else { return [] }
+        return ["not yet backed up since \(Self.format(since))"]
     }
 
     // MARK: - Text
@@ -230,7 +245,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     private enum Key: String, CodingKey {
         case database, replica, generatedAt, healthy, problems, localTXID, durableTXID, lagSeconds, lagTransactions
         case maxLagSeconds, pendingSpoolBytes, lastCommit, lastUpload, lastSnapshot, filesUploaded, bytesUploaded
-        case requestsToday, lastError, fenced, uploader, verification, restored, disk
+        case requestsToday, lastError, fenced, uploader, verification, restored, disk, notBackedUpSince
     }
 
     private struct RestoredJSON: Encodable {
@@ -281,6 +296,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
                 forKey: .restored)
         }
         try c.encodeIfPresent(state?.disk, forKey: .disk)
+        try c.encodeIfPresent(notBackedUpSince, forKey: .notBackedUpSince)
     }
 }
 

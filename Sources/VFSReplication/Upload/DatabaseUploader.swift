@@ -67,6 +67,9 @@ final class DatabaseUploader: @unchecked Sendable {
     private var lastSeen: (wal: WALPosition, txid: UInt64, timestampMs: Int64)?
     private var snapshotMinTXID: UInt64 = 1
     private var startedUp = false
+    /// The database has content no write through the VFS will bring (never captured, or changed
+    /// while closed): the next round records a lineage start itself (issue: existing databases).
+    private var forceLineageStart = false
 
     init(
         config: DatabaseConfig, spool: SpoolHandle, replica: any ReplicaClient, logger: Logger,
@@ -119,7 +122,11 @@ final class DatabaseUploader: @unchecked Sendable {
 
     /// Waits until every transaction committed before the call is durable in the replica.
     func flush(timeout: Duration) throws {
-        let target = spool.state().lastTxid
+        var target = spool.state().lastTxid
+        // A database whose current state no capture holds (an existing database added to the
+        // config, or one changed while closed): the uploader records a lineage start above
+        // `target` and snapshots it; wait for that too.
+        if BackupCoverage.needsLineageStart(databasePath: spool.databasePath, state: spool.state()) { target += 1 }
         let deadline = Date().addingTimeInterval(timeout.seconds)
         // The uploader may be another process (a forking server's master): it ships at once too.
         if spool.state().shippedTxid < target { spool.requestShip(upTo: target) }
@@ -477,9 +484,42 @@ final class DatabaseUploader: @unchecked Sendable {
             spool.raiseTXIDFloor(snapshotMinTXID - 1)
             batch.reset(nextExpected: nil)
         }
+        if BackupCoverage.needsLineageStart(databasePath: spool.databasePath, state: spool.state()) {
+            // Back up what is there now, without waiting for a write that may not come for days.
+            logger.notice("the database's current state was never captured; shipping a snapshot of it")
+            forceLineageStart = true
+            needSnapshot = true
+            batch.reset(nextExpected: nil)
+        }
         try maintainer.loadIndex()
         trimSpool()  // what an earlier uploader shipped but did not reclaim
         startedUp = true
+    }
+
+    /// Records a lineage start (a RESET at the current WAL position, with the next TXID) by
+    /// taking the write lock for an instant through the VFS; the next round snapshots it. Taking
+    /// the lock runs the shim's reconcile, which records the RESET itself when the database has
+    /// no capture history or changed while closed (or captures a dead writer's commit); only if
+    /// it recorded nothing does `vr_db_force_reset`. The lock is held for no work at all; the
+    /// busy timeout bounds the wait for an app writer, and on SQLITE_BUSY this round fails and
+    /// the run loop retries with back-off. Opening through the VFS also switches a
+    /// rollback-journal database to WAL, if no other connection keeps it in rollback mode.
+    private func recordLineageStart() throws {
+        let before = spool.state().lastTxid
+        let writer = try SQLiteConnection(
+            path: spool.databasePath, flags: .readWrite, vfs: ReplicatedVFS.name, busyTimeoutMs: 2000)
+        do {
+            try writer.exec("BEGIN IMMEDIATE")
+        } catch let error as ReplicationError {
+            throw ReplicationError(
+                .sqlite, "database \(config.path): cannot take the write lock to start its backup: \(error.message)")
+        }
+        defer { try? writer.exec("ROLLBACK") }
+        if spool.state().lastTxid != before { return }
+        let rc = vr_db_force_reset(writer.handle)
+        guard rc == 0 else {
+            throw ReplicationError(.sqlite, "database \(config.path): cannot record the new lineage start (\(rc))")
+        }
     }
 
     /// Whether the replica's newest file (ours, by lineage id) is an upload of this spool whose
@@ -569,14 +609,23 @@ final class DatabaseUploader: @unchecked Sendable {
         // No fork() while this thread's SQLite connections are open (see vr_fork_hold_begin).
         vr_fork_hold_begin()
         defer { vr_fork_hold_end() }
+        if forceLineageStart {
+            try recordLineageStart()
+            forceLineageStart = false
+            return
+        }
         guard let snap = try SnapshotReader(databasePath: spool.databasePath) else {
             return  // no database content yet; the first commit will bring it
         }
         defer { snap.close() }
         guard let point = try txid(at: snap.position) else {
-            // The writer that published this state has not spooled it yet; or nothing was ever
-            // captured (an existing database nobody has written through the VFS): the first
-            // write records the lineage start, and the next round snapshots.
+            // The writer that published this state has not spooled it yet (the next round finds
+            // it); or nothing was ever captured, and the database has content (filled without
+            // the VFS after this uploader started): record the lineage start now.
+            if snap.schemaObjects > 0 && spool.state().lastTxid == 0 {
+                snap.close()
+                try recordLineageStart()
+            }
             return
         }
         guard point.txid >= snapshotMinTXID else {
@@ -584,13 +633,7 @@ final class DatabaseUploader: @unchecked Sendable {
             // the write lock for an instant to record the lineage start at the current position
             // (the TXID floor makes it larger), then snapshot in the next round.
             snap.close()
-            let writer = try SQLiteConnection(path: spool.databasePath, flags: .readWrite, vfs: ReplicatedVFS.name)
-            try writer.exec("BEGIN IMMEDIATE")
-            defer { try? writer.exec("ROLLBACK") }
-            let rc = vr_db_force_reset(writer.handle)
-            guard rc == 0 else {
-                throw ReplicationError(.sqlite, "database \(config.path): cannot record the new lineage start (\(rc))")
-            }
+            try recordLineageStart()
             return
         }
         let header = LTXHeader(

@@ -17,6 +17,8 @@ final class SnapshotReader {
     private(set) var pageSize: UInt32 = 0
     private(set) var commit: UInt32 = 0
     private(set) var position = WALPosition(salt1: 0, salt2: 0, frame: 0)
+    /// Rows of sqlite_schema in the snapshot (0: the database holds nothing yet).
+    private(set) var schemaObjects = 0
 
     /// Returns nil when the database does not exist yet, has no pages or is not in WAL mode yet.
     init?(databasePath: String) throws {
@@ -35,7 +37,7 @@ final class SnapshotReader {
             var one: Int32 = 1
             _ = vr_sql_file_control(reader.handle, Int32(VR_FCNTL_SNAPSHOT_READER), &one)
             try reader.exec("BEGIN")
-            _ = try reader.scalar("SELECT count(*) FROM sqlite_schema")
+            schemaObjects = Int(try reader.scalar("SELECT count(*) FROM sqlite_schema") ?? "0") ?? 0
             var err = [CChar](repeating: 0, count: 512)
             var s: OpaquePointer?
             let rc = vr_snapshot_begin(reader.handle, &s, &err, err.count)

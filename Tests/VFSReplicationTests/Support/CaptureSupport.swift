@@ -82,7 +82,12 @@ final class ReplicatedFixture: @unchecked Sendable {
     let config: ReplicationConfig
     let replicator: Replicator
 
-    init(maxDelay: String = "20ms", name: String = "app.db", replicaDirectory: String? = nil) throws {
+    /// `prepare` runs on the database path before the Replicator starts (a database that exists
+    /// before replication is added).
+    init(
+        maxDelay: String = "20ms", name: String = "app.db", replicaDirectory: String? = nil,
+        prepare: ((String) throws -> Void)? = nil
+    ) throws {
         dir = try TestSupport.makeTemporaryDirectory()
         dbPath = dir + "/" + name
         replicaDir = replicaDirectory ?? dir + "/replica"
@@ -96,6 +101,7 @@ final class ReplicatedFixture: @unchecked Sendable {
             """
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         config = try ReplicationConfig.load(path: configPath)
+        try prepare?(dbPath)
         replicator = try Replicator(config: config)
         replicator.start()
     }
