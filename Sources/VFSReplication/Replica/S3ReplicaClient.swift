@@ -110,13 +110,14 @@ public final class S3ReplicaClient: ReplicaClient {
         return files.sorted { ($0.minTXID, $0.maxTXID) < ($1.minTXID, $1.maxTXID) }
     }
 
-    /// Downloads the file into a temporary file (removed by `release()`).
+    /// Downloads the file into a temporary file (removed by `release()`); messages about the
+    /// copy should name `source`, its S3 URL.
     public func fetch(_ file: LTXFileInfo) throws -> LocalLTXFile {
+        let url = client.url(key: key(of: file))
         var template = Array((S3ReplicaClient.temporaryDirectory + "/vfsrepl-s3-XXXXXX.ltx").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemps($0.baseAddress!, 4) }
         guard fd >= 0 else {
-            throw ReplicationError(
-                .io, "fetch \(location)/\(file): create a temporary file: \(String(cString: strerror(errno)))")
+            throw ReplicationError(.io, "fetch \(url): create a temporary file: \(String(cString: strerror(errno)))")
         }
         Glibc.close(fd)
         let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -124,13 +125,12 @@ public final class S3ReplicaClient: ReplicaClient {
             try client.getObject(key: key(of: file), toFile: path)
         } catch let error as ReplicationError where error.code == .missingReplica {
             unlink(path)
-            throw ReplicationError(
-                .missingReplica, "replica object \(client.url(key: key(of: file))) does not exist (\(error.message))")
+            throw ReplicationError(.missingReplica, "replica object \(url) does not exist (\(error.message))")
         } catch {
             unlink(path)
             throw error
         }
-        return LocalLTXFile(path: path, isTemporary: true)
+        return LocalLTXFile(path: path, isTemporary: true, source: url)
     }
 
     public func publish(level: Int, minTXID: UInt64, maxTXID: UInt64, localPath: String, timestamp: Date) throws {

@@ -262,7 +262,7 @@ public enum ReplicaRestorer {
                         "restore.commit": "\(header.commit)",
                     ])
             } catch let error as ReplicationError where error.code == .corruptReplicaFile {
-                throw UnusableFile(file: file, error: error)
+                throw UnusableFile(file: file, error: local.naming(error))
             }
             report.filesDone += 1
             report.elapsed = Date().timeIntervalSince(started)
