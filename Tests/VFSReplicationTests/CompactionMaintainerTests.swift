@@ -273,6 +273,47 @@ struct CompactionBehaviourTests {
         }
     }
 
+    @Test func oneSnapshotPerIntervalEvenWithABatchShippedAcrossTheBoundary() throws {
+        try withFastTemporaryDirectory { dir in
+            var sim = try MaintenanceSimulation(directory: dir, policy: Self.policy, seed: 11, start: Self.start)
+            var snapshotTimes: [Date] = []
+            sim.afterTick = { sim in
+                for _ in sim.reports.last!.snapshots { snapshotTimes.append(sim.now) }
+            }
+            let interval = Double(MaintenanceClock.ms(Self.policy.snapshotInterval)) / 1000
+            let hours = 6.0
+            let end = Self.start.addingTimeInterval(hours * 3600)
+            var nextBoundary = Date(
+                timeIntervalSince1970: (Self.start.timeIntervalSince1970 / interval).rounded(.down) * interval + interval)
+            while sim.now < end {
+                if sim.now.addingTimeInterval(20) >= nextBoundary {
+                    // The maintainer runs at the boundary; a batch committed 50 ms before it is
+                    // shipped just after (the uploader's max-delay).
+                    try sim.advance(to: nextBoundary)
+                    sim.history.transaction()
+                    sim.everCreated.append(
+                        try sim.history.ship(to: sim.replica, work: sim.work, at: nextBoundary.addingTimeInterval(-0.05)))
+                    try sim.advance(to: nextBoundary.addingTimeInterval(0.2))
+                    nextBoundary = nextBoundary.addingTimeInterval(interval)
+                } else {
+                    try sim.advance(to: sim.now.addingTimeInterval(20))
+                }
+                try sim.batch(transactions: 1)
+            }
+            try sim.advance(to: end)
+            // Count the level-9 PUTs per interval: one each, never two.
+            var perInterval: [Int: Int] = [:]
+            for time in snapshotTimes { perInterval[Int((time.timeIntervalSince1970 / interval).rounded(.down)), default: 0] += 1 }
+            #expect(snapshotTimes.count >= Int(hours * 3600 / interval) - 1, "\(snapshotTimes.count) snapshots")
+            for (slot, count) in perInterval.sorted(by: { $0.key < $1.key }) {
+                #expect(count == 1, "\(count) snapshots in the interval from \(RestorePlanner.format(Date(timeIntervalSince1970: Double(slot) * interval)))")
+            }
+            // Nothing was lost: the newest snapshot plus what follows still reaches the latest TXID.
+            let plan = try RestorePlanner.plan(files: sim.maintainer.files, target: .latest)
+            #expect(plan.txid == sim.history.txid)
+        }
+    }
+
     @Test func anExistingTargetMeansAnotherWriter() throws {
         try withFastTemporaryDirectory { dir in
             var sim = try MaintenanceSimulation(directory: dir, policy: Self.policy, seed: 6, start: Self.start)

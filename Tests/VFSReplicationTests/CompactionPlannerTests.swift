@@ -139,6 +139,24 @@ struct CompactionPlannerTests {
         #expect(Self.planner.snapshotPlan(none)?.dueMs == MaintenanceClock.ms(Self.at(30)))
     }
 
+    @Test func aBatchCommittedJustBeforeTheBoundaryWaitsForTheNextSnapshot() throws {
+        // The day's snapshot was written at the boundary (its newest input is from 0.3 s before);
+        // a batch committed 50 ms before the boundary was shipped after it. That batch belongs to
+        // the interval the snapshot just served: the next snapshot is due a day later, not now
+        // (a second full-database PUT 200 ms after the first).
+        let day = 86400.0
+        var index = ReplicaIndex(files: [Self.f(9, 1, 10, at: day - 0.3, size: 1 << 20), Self.f(0, 11, 11, at: day - 0.05)])
+        index.noteSnapshotWritten(Self.f(9, 1, 10, at: day - 0.3), at: Self.at(day + 0.01))
+        let plan = try #require(Self.planner.snapshotPlan(index))
+        #expect(plan.dueMs == MaintenanceClock.ms(Self.at(2 * day)))
+        let compactions: Set<MaintenanceTask> = [.compaction(level: 1), .compaction(level: 2), .compaction(level: 3)]
+        #expect(Self.action(index, day + 0.2, paused: compactions) == nil)
+        #expect(Self.action(index, 2 * day, paused: compactions) == "snapshot L9:1-10 L0:11-11")
+        // Batches after the boundary do not change that.
+        index.insert(Self.f(0, 12, 12, at: day + 0.5))
+        #expect(Self.planner.snapshotPlan(index)?.dueMs == MaintenanceClock.ms(Self.at(2 * day)))
+    }
+
     @Test func nothingIsDueWhenEverythingIsSettled() {
         let index = ReplicaIndex(files: [Self.f(9, 1, 10, at: 0), Self.f(3, 5, 10, at: 0)])
         #expect(Self.planner.nextDue(index, now: Self.at(999_999)) == nil)

@@ -83,7 +83,7 @@ final class SyntheticHistory {
     /// Writes the transactions since the last shipment as one LTX file (a snapshot when
     /// `snapshot`), publishes it, and returns its listing entry.
     @discardableResult
-    func ship(to replica: FileReplicaClient, work: String, at time: Date, snapshot: Bool = false) throws -> LTXFileInfo
+    func ship(to replica: any ReplicaClient, work: String, at time: Date, snapshot: Bool = false) throws -> LTXFileInfo
     {
         let minTXID = snapshot ? 1 : firstUnshipped
         let level = snapshot ? 9 : 0

@@ -50,7 +50,9 @@ public enum MaintenanceTask: Hashable, Sendable, CustomStringConvertible {
 ///   a compacted file never spans two histories; at most `maxInputsPerCompaction` files per merge.
 /// - A snapshot merges the cheapest restore chain to the latest TXID (the previous snapshot and
 ///   what follows), at the first `snapshotInterval` boundary after the oldest file it would
-///   absorb, or at the next level-1 boundary once that chain outweighs the snapshot.
+///   absorb, or at the next level-1 boundary once that chain outweighs the snapshot. One per
+///   interval: a file committed before the previous snapshot was written but shipped after it
+///   counts from when that snapshot was written (`ReplicaIndex.snapshotWritten`).
 /// - Retention deletes a file once it is covered by a file of a higher compaction level stamped
 ///   more than `keepDuration(level:)` ago, or once it lies entirely before a snapshot older than
 ///   the window (the restore base for every point inside it) and is itself older than the
@@ -149,11 +151,21 @@ public struct MaintenancePlanner: Sendable {
             plan.txid > (base?.maxTXID ?? 0), let start = plan.files.first
         else { return nil }
         let absorbed = start.level == Self.snapshotLevel ? Array(plan.files.dropFirst()) : plan.files
-        guard let oldest = absorbed.map(Self.created).min(), let newest = absorbed.map(Self.created).max() else {
+        guard var oldest = absorbed.map(Self.created).min(), var newest = absorbed.map(Self.created).max() else {
             return nil
         }
         let soon = MaintenanceClock.ms(policy.compactionIntervals.first ?? policy.snapshotInterval)
-        var due = MaintenanceClock.boundary(after: oldest, interval: MaintenanceClock.ms(policy.snapshotInterval))
+        let interval = MaintenanceClock.ms(policy.snapshotInterval)
+        if let base, let written = index.snapshotWritten, written.txid == base.maxTXID {
+            // A batch committed before the base snapshot was written but shipped after it (across
+            // the boundary, by the uploader's max-delay) belongs to the interval that snapshot
+            // served. Counted from its commit time it would make the next snapshot due at once:
+            // a second full-database PUT, one TXID later, in the same interval.
+            let writtenMs = MaintenanceClock.ms(written.at)
+            oldest = max(oldest, writtenMs)
+            newest = max(newest, writtenMs)
+        }
+        var due = MaintenanceClock.boundary(after: oldest, interval: interval)
         let logBytes = absorbed.reduce(Int64(0)) { $0 + $1.size }
         if base == nil || logBytes > max(base!.size, policy.snapshotMinLogBytes) {
             due = min(due, MaintenanceClock.boundary(after: newest, interval: soon))

@@ -11,6 +11,15 @@ import Foundation
 public struct ReplicaIndex: Sendable, Equatable {
     /// Files per level, each sorted by (minTXID, maxTXID).
     public private(set) var levels: [Int: [LTXFileInfo]] = [:]
+    /// The last snapshot this index's maintainer wrote, and when (a listing cannot say: a
+    /// snapshot is stamped with its newest commit). The planner counts files shipped after it
+    /// from then, for one snapshot per interval.
+    public private(set) var snapshotWritten: SnapshotWrite?
+
+    public struct SnapshotWrite: Sendable, Equatable {
+        public var txid: UInt64
+        public var at: Date
+    }
 
     /// `undatedTime` stands in for files listed without a time.
     public init(files: [LTXFileInfo] = [], undatedTime: Date = Date()) {
@@ -50,6 +59,11 @@ public struct ReplicaIndex: Sendable, Equatable {
         let position = list.firstIndex { ReplicaIndex.order(file, $0) } ?? list.count
         list.insert(file, at: position)
         levels[file.level] = list
+    }
+
+    /// Records that `snapshot` (already inserted) was written at `time`.
+    public mutating func noteSnapshotWritten(_ snapshot: LTXFileInfo, at time: Date) {
+        snapshotWritten = SnapshotWrite(txid: snapshot.maxTXID, at: time)
     }
 
     public mutating func remove(_ files: [LTXFileInfo]) {

@@ -221,7 +221,7 @@ public final class ReplicaMaintainer: @unchecked Sendable {
             }
             performed += 1
             do {
-                try perform(action, report: &report)
+                try perform(action, now: now, report: &report)
                 clearRetry(action.task)
             } catch let error as ReplicationError where error.code == .fenced {
                 throw error  // the caller stops shipping and reports it
@@ -244,7 +244,7 @@ public final class ReplicaMaintainer: @unchecked Sendable {
         }
     }
 
-    private func perform(_ action: MaintenanceAction, report: inout MaintenanceReport) throws {
+    private func perform(_ action: MaintenanceAction, now: Date, report: inout MaintenanceReport) throws {
         switch action {
         case .compact(let level, let inputs):
             let file = try merge(inputs, into: level, report: &report)
@@ -258,6 +258,10 @@ public final class ReplicaMaintainer: @unchecked Sendable {
                 ])
         case .snapshot(let inputs):
             let file = try merge(inputs, into: MaintenancePolicy.snapshotLevel, report: &report)
+            lock.lock()
+            index?.noteSnapshotWritten(file, at: now)
+            dueCache.valid = false
+            lock.unlock()
             report.snapshots.append(file)
             logger.info(
                 "snapshot written",

@@ -53,12 +53,22 @@ func hex16(_ v: UInt64) -> String {
 public struct LocalLTXFile: Sendable {
     public var path: String
     public var isTemporary: Bool
-    public init(path: String, isTemporary: Bool) {
+    /// What messages call the file when `path` is only a local copy (`s3://bucket/key`).
+    public var source: String?
+    public init(path: String, isTemporary: Bool, source: String? = nil) {
         self.path = path
         self.isTemporary = isTemporary
+        self.source = source
     }
     public func release() {
         if isTemporary { unlink(path) }
+    }
+
+    /// `error` with the local copy's path replaced by the file's source, so that a message
+    /// names the replica object rather than a temporary file that no longer exists.
+    public func naming(_ error: ReplicationError) -> ReplicationError {
+        guard let source, error.message.contains(path) else { return error }
+        return ReplicationError(error.code, error.message.replacingOccurrences(of: path, with: source))
     }
 }
 

@@ -20,11 +20,11 @@ import Logging
 /// writer owns the lineage: `ReplicationError(.fenced, ...)`, unless it holds exactly our bytes
 /// (a retry of an upload whose answer was lost). Listing uses ListObjectsV2 only: a file's
 /// `createdAt` is the object's LastModified (reading each header or metadata would cost a
-/// request per file). An empty prefix puts levels at the bucket root (`0000/...`; Litestream
+/// request per file); a restore to a time reads the headers it needs (`RoughlyDatedReplica`). An empty prefix puts levels at the bucket root (`0000/...`; Litestream
 /// would write `/0000/...` there).
 ///
 /// https://litestream.io/reference/config/#s3-replica
-public final class S3ReplicaClient: ReplicaClient {
+public final class S3ReplicaClient: RoughlyDatedReplica {
     public let client: S3Client
     /// Key prefix without leading or trailing `/`; may be empty.
     public let prefix: String
@@ -110,13 +110,14 @@ public final class S3ReplicaClient: ReplicaClient {
         return files.sorted { ($0.minTXID, $0.maxTXID) < ($1.minTXID, $1.maxTXID) }
     }
 
-    /// Downloads the file into a temporary file (removed by `release()`).
+    /// Downloads the file into a temporary file (removed by `release()`); messages about the
+    /// copy should name `source`, its S3 URL.
     public func fetch(_ file: LTXFileInfo) throws -> LocalLTXFile {
+        let url = client.url(key: key(of: file))
         var template = Array((S3ReplicaClient.temporaryDirectory + "/vfsrepl-s3-XXXXXX.ltx").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemps($0.baseAddress!, 4) }
         guard fd >= 0 else {
-            throw ReplicationError(
-                .io, "fetch \(location)/\(file): create a temporary file: \(String(cString: strerror(errno)))")
+            throw ReplicationError(.io, "fetch \(url): create a temporary file: \(String(cString: strerror(errno)))")
         }
         Glibc.close(fd)
         let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -124,13 +125,30 @@ public final class S3ReplicaClient: ReplicaClient {
             try client.getObject(key: key(of: file), toFile: path)
         } catch let error as ReplicationError where error.code == .missingReplica {
             unlink(path)
-            throw ReplicationError(
-                .missingReplica, "replica object \(client.url(key: key(of: file))) does not exist (\(error.message))")
+            throw ReplicationError(.missingReplica, "replica object \(url) does not exist (\(error.message))")
         } catch {
             unlink(path)
             throw error
         }
-        return LocalLTXFile(path: path, isTemporary: true)
+        return LocalLTXFile(path: path, isTemporary: true, source: url)
+    }
+
+    /// The file's LTX header, from a ranged GET of its first 100 bytes (a restore to a time reads
+    /// a few of them: LastModified has whole seconds only).
+    public func readHeader(_ file: LTXFileInfo) throws -> LTXHeader {
+        let key = key(of: file)
+        let bytes = try client.getObjectBytes(key: key, range: 0..<Int64(LTX.headerSize)).bytes
+        guard bytes.count == LTX.headerSize else {
+            throw ReplicationError(
+                .corruptReplicaFile,
+                "corrupt LTX file \(client.url(key: key)): truncated: \(bytes.count) bytes, shorter than the LTX header")
+        }
+        do {
+            return try LTXHeader(decoding: bytes)
+        } catch {
+            throw ReplicationError(
+                .corruptReplicaFile, "corrupt LTX file \(client.url(key: key)): bad header: \(error.message)")
+        }
     }
 
     public func publish(level: Int, minTXID: UInt64, maxTXID: UInt64, localPath: String, timestamp: Date) throws {

@@ -13,6 +13,11 @@ import Foundation
 /// the memory of the clients stay bounded whatever the plan's length. A failed fetch is
 /// reported by `next()` when the consumer reaches that file. `ReplicaClient.fetch` blocks, so
 /// the workers are plain threads, not tasks on the cooperative pool.
+///
+/// A download (a temporary copy of a remote file) is verified before it is handed out: one that
+/// fails (flipped bytes, a proxy's page, a cut that looked complete) is downloaded again, up to
+/// `downloadAttempts` times with growing delays, before it counts as corrupt in the replica;
+/// its error then names the remote object, not the temporary file.
 final class Prefetcher: @unchecked Sendable {
     private let client: any ReplicaClient
     private let files: [LTXFileInfo]
@@ -79,6 +84,38 @@ final class Prefetcher: @unchecked Sendable {
         return nextToFetch == consumed || aheadBytes + files[nextToFetch].size <= maxAheadBytes
     }
 
+    /// Downloads of one file that fails verification before it counts as corrupt.
+    static let downloadAttempts = 3
+
+    /// The file, verified when it is a download of a remote object (a copy with a `source`; a
+    /// replica's own local file is what it is: reading it again would not help, and the restore
+    /// verifies it as it applies it).
+    private func fetchVerified(_ file: LTXFileInfo) throws -> LocalLTXFile {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let local = try client.fetch(file)
+            guard local.isTemporary, local.source != nil else { return local }
+            do {
+                try LTXDecoder.verify(path: local.path)
+                return local
+            } catch let error as ReplicationError where error.code == .corruptReplicaFile {
+                local.release()
+                let named = local.naming(error)
+                let stopping = condition.withLock { cancelled }
+                guard attempt < Prefetcher.downloadAttempts, !stopping else {
+                    throw ReplicationError(named.code, named.message + " (downloaded \(attempt) times)")
+                }
+                // As S3 requests are retried: exponential, with jitter.
+                let delay = S3RetryPolicy().delay(afterAttempt: attempt, random: Double.random(in: 0..<1))
+                Thread.sleep(forTimeInterval: delay.s3Seconds)
+            } catch {
+                local.release()
+                throw error
+            }
+        }
+    }
+
     private func work() {
         condition.lock()
         while true {
@@ -88,7 +125,7 @@ final class Prefetcher: @unchecked Sendable {
             nextToFetch += 1
             aheadBytes += files[index].size
             condition.unlock()
-            let result = Result { try client.fetch(files[index]) }
+            let result = Result { try fetchVerified(files[index]) }
             condition.lock()
             if cancelled {
                 if case .success(let local) = result { local.release() }

@@ -90,11 +90,15 @@ public enum ReplicaRestorer {
         return files
     }
 
-    /// Lists the replica for a restore to `target`: files listed without a time get it from
-    /// their LTX header when the target is a time.
+    /// Lists the replica for a restore to `target`: when the target is a time, files listed
+    /// without one get it from their LTX header, and on a replica whose listing dates files
+    /// roughly (S3) the headers around the target are read (`HeaderTimes`).
     public static func listFiles(_ client: any ReplicaClient, for target: RestoreTarget) throws -> [LTXFileInfo] {
         var files = try listFiles(client)
-        if case .timestamp = target {
+        if case .timestamp(let date) = target {
+            if let rough = client as? any RoughlyDatedReplica {
+                files = try HeaderTimes.resolve(files, target: date, replica: rough)
+            }
             for i in files.indices where files[i].createdAt == nil {
                 let local = try client.fetch(files[i])
                 defer { local.release() }
@@ -276,7 +280,7 @@ public enum ReplicaRestorer {
                         "restore.commit": "\(header.commit)",
                     ])
             } catch let error as ReplicationError where error.code == .corruptReplicaFile {
-                throw UnusableFile(file: file, error: error)
+                throw UnusableFile(file: file, error: local.naming(error))
             }
             report.filesDone += 1
             report.elapsed = Date().timeIntervalSince(started)

@@ -216,6 +216,15 @@ final class CurlTransport: Sendable {
                     kind: HTTPTransportError.kind(forCurlCode: raw), code: raw, detail: detail, osErrno: Int32(osErrno))
             )
         }
+        guard context.headersComplete else {
+            // libcurl (7.88) takes a connection closed inside the headers, after the status line,
+            // as a complete answer with an empty body: a LIST would read as garbage, a GET as a
+            // 0-byte object. It is a cut response, to be retried like a reset.
+            return .failure(
+                HTTPTransportError(
+                    kind: .connection, code: Int(CURLE_PARTIAL_FILE.rawValue),
+                    detail: "the response ended inside its headers (status \(context.status))"))
+        }
         var status = 0
         _ = ccurl_getinfo_long(curl, CURLINFO_RESPONSE_CODE, &status)
         return .success(
@@ -254,6 +263,8 @@ private final class TransferContext {
     let responseFile: (fd: Int32, path: String)?
     var status = 0
     var headers: [String: String] = [:]
+    /// The blank line that ends the headers of the last response arrived.
+    var headersComplete = false
     var memory: [UInt8] = []
     var bytesToFile: Int64 = 0
     var localError: ReplicationError?
@@ -321,8 +332,11 @@ private let curlHeaderCallback: ccurl_data_callback = { buffer, size, count, use
     if line.hasPrefix("HTTP/") {
         // A new response (after a 100 Continue, for one): start over.
         context.headers = [:]
+        context.headersComplete = false
         let parts = line.split(separator: " ", maxSplits: 2)
         context.status = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+    } else if line.isEmpty {
+        context.headersComplete = true
     } else if let colon = line.firstIndex(of: ":") {
         let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
         let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)

@@ -138,14 +138,10 @@ public final class S3Client: Sendable {
             if !ok { unlink(path) }
         }
         let response = try perform(
-            S3Call(operation: "GetObject", kind: .get, method: "GET", key: key, responseFile: (fd, path)))
+            S3Call(
+                operation: "GetObject", kind: .get, method: "GET", key: key, responseFile: (fd, path),
+                validate: { S3Client.lengthProblem($0, received: $0.bytesToFile) }))
         let info = objectInfo(key: key, response: response, size: response.bytesToFile)
-        if let expected = response.headers["content-length"].flatMap(Int64.init), expected != response.bytesToFile {
-            throw ReplicationError(
-                .io,
-                "S3 GetObject \(url(key: key)) (endpoint \(endpointURL)): received \(response.bytesToFile) of "
-                    + "\(expected) bytes")
-        }
         ok = true
         return info
     }
@@ -158,7 +154,9 @@ public final class S3Client: Sendable {
             headers.append(("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)"))
         }
         let response = try perform(
-            S3Call(operation: "GetObject", kind: .get, method: "GET", key: key, headers: headers))
+            S3Call(
+                operation: "GetObject", kind: .get, method: "GET", key: key, headers: headers,
+                validate: { S3Client.lengthProblem($0, received: Int64($0.body.count)) }))
         var bytes = response.body
         if let range, response.status == 200 {
             // The server ignored the Range header: cut the part we asked for.
@@ -193,7 +191,14 @@ public final class S3Client: Sendable {
         if let continuationToken { query.append(("continuation-token", continuationToken)) }
         let target = "s3://\(bucket)/\(prefix)"
         let response = try perform(
-            S3Call(operation: "ListObjectsV2", kind: .list, method: "GET", key: nil, query: query, target: target))
+            S3Call(
+                operation: "ListObjectsV2", kind: .list, method: "GET", key: nil, query: query, target: target,
+                validate: { response in
+                    if let root = S3XML.parse(response.body), root.name == "ListBucketResult" { return nil }
+                    let type = response.headers["content-type"].map { " (\($0))" } ?? ""
+                    return "the response is not a ListBucketResult\(type): "
+                        + (S3Client.snippet(response.body) ?? "empty body")
+                }))
         guard let root = S3XML.parse(response.body), root.name == "ListBucketResult" else {
             throw ReplicationError(
                 .io, "S3 ListObjectsV2 \(target) (endpoint \(endpointURL)): the response is not a ListBucketResult")
@@ -348,7 +353,14 @@ public final class S3Client: Sendable {
             switch transport.execute(request) {
             case .success(let response):
                 let embedded = call.errorMayComeIn200 && response.status == 200 ? embeddedError(response.body) : nil
-                if (200..<300).contains(response.status) && embedded == nil { return response }
+                if (200..<300).contains(response.status) && embedded == nil {
+                    guard let problem = call.validate?(response) else { return response }
+                    // Not what S3 answers (a proxy's page, a body cut short): the next attempt
+                    // may reach the server.
+                    failure = makeFailure(call, .malformed(problem))
+                    retryable = true
+                    break
+                }
                 if call.accept.contains(response.status) { return response }
                 let parsed = embedded ?? S3XML.parse(response.body)
                 let s3Code = parsed?.value("Code")
@@ -386,6 +398,14 @@ public final class S3Client: Sendable {
                 ])
             Thread.sleep(forTimeInterval: delay.s3Seconds)
         }
+    }
+
+    /// Why a 2xx response's body does not have the length its Content-Length announced, or nil.
+    static func lengthProblem(_ response: HTTPResponse, received: Int64) -> String? {
+        guard let expected = response.headers["content-length"].flatMap(Int64.init), expected != received else {
+            return nil
+        }
+        return "received \(received) of \(expected) bytes"
     }
 
     static func isRetryable(status: Int, s3Code: String?) -> Bool {
@@ -465,12 +485,15 @@ struct S3Call {
     var errorMayComeIn200 = false
     /// What error messages name; default `s3://bucket/key`.
     var target: String?
+    /// Checks a 2xx response; a non-nil answer (what is wrong) makes it a retryable failure.
+    var validate: ((HTTPResponse) -> String?)?
 
     init(
         operation: String, kind: S3RequestKind, method: String, key: String?, query: [(String, String)] = [],
         headers: [(String, String)] = [], body: HTTPRequestBody = .none,
         payloadHash: String = S3Crypto.emptyPayloadSHA256, responseFile: (fd: Int32, path: String)? = nil,
-        accept: Set<Int> = [], errorMayComeIn200: Bool = false, target: String? = nil
+        accept: Set<Int> = [], errorMayComeIn200: Bool = false, target: String? = nil,
+        validate: ((HTTPResponse) -> String?)? = nil
     ) {
         self.operation = operation
         self.kind = kind
@@ -484,6 +507,7 @@ struct S3Call {
         self.accept = accept
         self.errorMayComeIn200 = errorMayComeIn200
         self.target = target
+        self.validate = validate
     }
 }
 

@@ -19,6 +19,8 @@ struct S3Failure {
     enum Cause {
         case http(status: Int, code: String?, message: String?)
         case transport(HTTPTransportError)
+        /// A 2xx answer that is not what S3 sends (a proxy's HTML page, a body cut short).
+        case malformed(String)
     }
 
     var operation: String
@@ -63,6 +65,9 @@ struct S3Failure {
             let (summary, hintCode) = transportSummary(failure)
             text += summary
             code = hintCode
+        case .malformed(let problem):
+            text += problem
+            code = .io
         }
         if attempts > 1 {
             text += " (gave up after \(attempts) attempts in \(String(format: "%.1f", elapsed.s3Seconds)) s)"
