@@ -5,7 +5,16 @@
  * `replicated` VFS and starts the in-process uploader configured by the file named in
  * VFS_REPLICATION_CONFIG. Without that variable, `SELECT vfs_replication_config('path')`
  * configures it. It returns SQLITE_OK_LOAD_PERMANENTLY: a library holding a Swift runtime and
- * running threads must never be unloaded. Only this symbol is exported (exports.map). */
+ * running threads must never be unloaded. Only this symbol is exported (exports.map).
+ *
+ * A load that fails (no config file, a bad config) must leave the host as it was: SQLite then
+ * dlcloses the library, and a VFS, thread or atexit handler pointing into it would crash the
+ * host at its next open or at exit. So the uploader starts last, only once everything else
+ * succeeded; a failure takes the VFS and the SQL function out again; and the library pins
+ * itself in memory first (RTLD_NODELETE), because the Swift runtime that read the config may
+ * keep state pointing into it. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <sqlite3ext.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +25,8 @@ SQLITE_EXTENSION_INIT3
 /* From the shim and from the Swift side of the extension. */
 extern void vr_set_api(const void *api);
 extern int vr_vfs_register(void);
+extern int vr_vfs_registered(void);
+extern void vr_vfs_unregister(void);
 extern int vr_extension_start(const char *configPath, char *err, int errLen);
 
 static void configFunction(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
@@ -33,23 +44,40 @@ static void configFunction(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_text(ctx, path, -1, SQLITE_TRANSIENT);
 }
 
+/* Keeps this library mapped whatever SQLite does after a failed load (glibc: RTLD_NOLOAD with
+ * RTLD_NODELETE marks the loaded object as never to be unloaded). */
+static void pinLibrary(void) {
+    Dl_info info;
+    if (!dladdr((void *)&pinLibrary, &info) || !info.dli_fname) return;
+    void *self = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (self) dlclose(self);
+}
+
 __attribute__((visibility("default"))) int sqlite3_vfsreplication_init(sqlite3 *db, char **pzErrMsg,
                                                                        const sqlite3_api_routines *pApi) {
     vr_set_api(pApi);
+    pinLibrary();
+    const int wasRegistered = vr_vfs_registered();
     int rc = vr_vfs_register();
     if (rc != SQLITE_OK) {
         if (pzErrMsg) *pzErrMsg = sqlite3_mprintf("vfsreplication: cannot register the replicated VFS (%d)", rc);
         return rc;
     }
+    rc = sqlite3_create_function_v2(db, "vfs_replication_config", 1, SQLITE_UTF8, 0, configFunction, 0, 0, 0);
+    if (rc != SQLITE_OK) {
+        if (!wasRegistered) vr_vfs_unregister();
+        return rc;
+    }
     const char *config = getenv("VFS_REPLICATION_CONFIG");
     if (config && *config) {
+        /* Reads and checks the config, then starts the uploader threads (only once it is valid). */
         char err[1024] = {0};
         if (vr_extension_start(config, err, (int)sizeof err) != 0) {
+            sqlite3_create_function_v2(db, "vfs_replication_config", 1, SQLITE_UTF8, 0, 0, 0, 0, 0);
+            if (!wasRegistered) vr_vfs_unregister();
             if (pzErrMsg) *pzErrMsg = sqlite3_mprintf("vfsreplication: %s", err);
             return SQLITE_ERROR;
         }
     }
-    rc = sqlite3_create_function_v2(db, "vfs_replication_config", 1, SQLITE_UTF8, 0, configFunction, 0, 0, 0);
-    if (rc != SQLITE_OK) return rc;
     return SQLITE_OK_LOAD_PERMANENTLY;
 }

@@ -1855,21 +1855,26 @@ static const char *vrNextSystemCall(sqlite3_vfs *v, const char *z) {
     return gParent->xNextSystemCall(gParent, z);
 }
 
+/* Guards registration; gRegistered says whether gVfs is in SQLite's list now (the loadable
+ * extension takes it out again when its load fails, see vr_vfs_unregister). */
+static pthread_mutex_t gRegisterLock = PTHREAD_MUTEX_INITIALIZER;
+static int gRegistered;
+
 int vr_vfs_register(void) {
-    static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&once);
-    if (gParent) {
-        pthread_mutex_unlock(&once);
+    pthread_mutex_t *const once = &gRegisterLock;
+    pthread_mutex_lock(once);
+    if (gRegistered) {
+        pthread_mutex_unlock(once);
         return SQLITE_OK;
     }
     int rc = vr_ensure_api() == 0 ? SQLITE_OK : SQLITE_MISUSE;
     sqlite3_vfs *parent = rc == SQLITE_OK ? sqlite3_vfs_find("unix") : NULL;
     if (rc != SQLITE_OK || !parent) {
-        pthread_mutex_unlock(&once);
+        pthread_mutex_unlock(once);
         return rc != SQLITE_OK ? rc : SQLITE_ERROR;
     }
     if (parent->iVersion < 3) {
-        pthread_mutex_unlock(&once);
+        pthread_mutex_unlock(once);
         return SQLITE_ERROR;
     }
     gMethods = (sqlite3_io_methods){
@@ -1917,9 +1922,23 @@ int vr_vfs_register(void) {
     };
     gParent = parent;
     rc = sqlite3_vfs_register(&gVfs, 0);
-    if (rc != SQLITE_OK) gParent = NULL;
-    pthread_mutex_unlock(&once);
+    gRegistered = rc == SQLITE_OK;
+    pthread_mutex_unlock(once);
     return rc;
+}
+
+int vr_vfs_registered(void) {
+    pthread_mutex_lock(&gRegisterLock);
+    int registered = gRegistered;
+    pthread_mutex_unlock(&gRegisterLock);
+    return registered;
+}
+
+void vr_vfs_unregister(void) {
+    pthread_mutex_lock(&gRegisterLock);
+    if (gRegistered) sqlite3_vfs_unregister(&gVfs);
+    gRegistered = 0;
+    pthread_mutex_unlock(&gRegisterLock);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -18,6 +18,8 @@ final class ExtensionState: @unchecked Sendable {
     // Guarded by Replicator.withProcessLock:
     private var replicator: Replicator?
     private var configPath: String?
+    /// `VFS_REPLICATION_EXIT_FLUSH_SECONDS`, checked when replication starts.
+    private var exitFlushTimeout = EnvironmentSettings.defaultExitFlushTimeout
 
     func start(configPath: String) throws {
         try Replicator.withProcessLock { try startLocked(configPath: configPath) }
@@ -34,10 +36,13 @@ final class ExtensionState: @unchecked Sendable {
         }
         var logger = Logger(label: "vfs-replication")
         logger.logLevel = ProcessInfo.processInfo.environment["VFS_REPLICATION_DEBUG"] != nil ? .debug : .notice
+        // Everything that can be wrong is found before a thread starts (see entry.c).
+        let exitFlushTimeout = try EnvironmentSettings.exitFlushTimeout()
         let config = try ReplicationConfig.load(path: absolute)
         let replicator = try Replicator(config: config, logger: logger)
         replicator.start()
         self.replicator = replicator
+        self.exitFlushTimeout = exitFlushTimeout
         self.configPath = absolute
         atexit {
             ExtensionState.shared.flushAtExit()
@@ -45,11 +50,10 @@ final class ExtensionState: @unchecked Sendable {
     }
 
     func flushAtExit() {
-        let r = Replicator.withProcessLock { replicator }
+        let (r, timeout) = Replicator.withProcessLock { (replicator, exitFlushTimeout) }
         guard let r else { return }
-        let seconds = Double(ProcessInfo.processInfo.environment["VFS_REPLICATION_EXIT_FLUSH_SECONDS"] ?? "") ?? 30
         do {
-            try r.flush(timeout: .milliseconds(Int64(seconds * 1000)))
+            try r.flush(timeout: timeout)
         } catch {
             let message = (error as? ReplicationError)?.message ?? "\(error)"
             FileHandle.standardError.write(Data("vfsreplication: flush at exit failed: \(message)\n".utf8))

@@ -1018,3 +1018,83 @@ private func write(_ text: String, to path: String) throws {
         #expect(database.spoolMaxBytes == nil)
     }
 }
+
+// MARK: Limits of values
+
+@Suite struct ConfigLimitTests {
+    @Test(arguments: [
+        ("max-delay", "25h", "24h"), ("durability-timeout", "100h", "24h"), ("group-commit-window", "11s", "10s"),
+        ("retention", "87601h", "87600h"), ("snapshot-interval", "2562047h", "87600h"),
+    ])
+    func durationsHaveAnUpperBound(key: String, value: String, limit: String) {
+        #expect(
+            configError("databases:\n  - path: db.sqlite3\n    replica: {url: /r}\n    \(key): \(value)\n")
+                == "config.yml:4: '\(key)' in database 'db.sqlite3' is \(value); it must be at most \(limit)")
+    }
+
+    @Test func levelIntervalsAndSpoolSizesHaveAnUpperBound() {
+        #expect(
+            configError("databases:\n  - path: db.sqlite3\n    replica: {url: /r}\n    levels:\n      - interval: 87601h\n")
+                == "config.yml:5: 'interval' in level 1 in database 'db.sqlite3' is 87601h; it must be at most 87600h")
+        #expect(
+            configError("databases:\n  - path: db.sqlite3\n    replica: {url: /r}\n    spool-max-bytes: 2PiB\n")
+                .hasPrefix("config.yml:4: invalid size '2PiB'"))
+        #expect(
+            configError("databases:\n  - path: db.sqlite3\n    replica: {url: /r}\n    spool-max-bytes: 1025TiB\n")
+                == "config.yml:4: 'spool-max-bytes' in database 'db.sqlite3' must be at most 1PiB")
+    }
+
+    @Test(arguments: ["nan", ".nan", "inf", ".inf", "-.inf", "1e300", "-1s", "1e3s"])
+    func nonFiniteAndNegativeDurationsAreRefused(value: String) {
+        let message = configError("databases:\n  - path: db.sqlite3\n    replica: {url: /r}\n    max-delay: \(value)\n")
+        #expect(message.hasPrefix("config.yml:4: invalid duration '\(value)' for 'max-delay'"), "\(message)")
+    }
+
+    @Test func aPathNamingAFolderIsRefused() throws {
+        try withTemporaryDirectory { dir in
+            try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+            try write("not a folder", to: dir + "/file")
+            let config = dir + "/replication.yml"
+            try write("databases:\n  - path: data\n    replica: {url: /r}\n", to: config)
+            #expect(throws: ReplicationError.self) { try ReplicationConfig.load(path: config) }
+            do { _ = try ReplicationConfig.load(path: config) } catch let error as ReplicationError {
+                #expect(
+                    error.message
+                        == "\(config):2: 'path' in database 'data' names a folder (\(dir)/data); "
+                        + "it must name the database file")
+            }
+            try write("databases:\n  - path: file/db.sqlite3\n    replica: {url: /r}\n", to: config)
+            let inside = #expect(throws: ReplicationError.self) { try ReplicationConfig.load(path: config) }
+            #expect(inside?.message.hasSuffix("names a file inside \(dir)/file, which is not a folder") == true)
+            try write("databases:\n  - path: /dev/null\n    replica: {url: /r}\n", to: config)
+            let device = #expect(throws: ReplicationError.self) { try ReplicationConfig.load(path: config) }
+            #expect(device?.message.hasSuffix("names /dev/null, which is not a regular file") == true)
+        }
+    }
+
+    @Test func messagesStayOnOneLine() {
+        let message = configError("databases:\n  - path: db.sqlite3\n    replica: {url: /r}\n    \"bad\\nkey\": 1\n")
+        #expect(message.hasPrefix("config.yml:4: unknown key 'bad\\nkey'"), "\(message)")
+        let fromVariable = configError(
+            "databases:\n  - path: db.sqlite3\n    replica: {url: /r}\n    spool-full: $MODE\n",
+            environment: ["MODE": "block\ngrow"])
+        #expect(fromVariable == "config.yml:4: 'spool-full' in database 'db.sqlite3' must be 'block' or 'grow', not 'block\\ngrow'")
+    }
+}
+
+@Suite struct EnvironmentSettingsTests {
+    @Test(arguments: [("", 30_000), ("30", 30_000), ("2.5", 2_500), ("0", 0), ("500ms", 500), ("3600", 3_600_000)])
+    func exitFlushTimeout(text: String, milliseconds: Int64) throws {
+        let timeout = try EnvironmentSettings.exitFlushTimeout([EnvironmentSettings.exitFlushVariable: text])
+        #expect(timeout == .milliseconds(milliseconds))
+        #expect(try EnvironmentSettings.exitFlushTimeout([:]) == .seconds(30))
+    }
+
+    @Test(arguments: ["nan", "inf", "-inf", "1e300", "-1", "3601", "1h1s", "abc", ".", "1..2", "0x10", " "])
+    func badExitFlushTimeoutsAreOneClearLine(text: String) {
+        let error = #expect(throws: ReplicationError.self) {
+            try EnvironmentSettings.exitFlushTimeout([EnvironmentSettings.exitFlushVariable: text])
+        }
+        #expect(error?.message.hasPrefix("VFS_REPLICATION_EXIT_FLUSH_SECONDS='\(text)' must be") == true, "\(String(describing: error))")
+    }
+}

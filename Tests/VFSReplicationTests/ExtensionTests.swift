@@ -158,4 +158,161 @@ struct ExtensionTests {
         #expect(try TestSupport.sqlite(dir + "/app.db", "SELECT count(*) FROM t").trimmingCharacters(in: .whitespacesAndNewlines) == "450")
         try expectRebuildEqual(dir)
     }
+
+    // MARK: Failed loads
+
+    /// Ways a load must fail, each with the environment it runs in and a phrase of its error.
+    private func failedLoads(_ dir: String) throws -> [(name: String, env: [String: String], error: String)] {
+        let unknownKey = dir + "/unknown-key.yml"
+        try "databases:\n  - path: app.db\n    replica: {url: file://\(dir)/replica}\n    max_delay: 1s\n"
+            .write(toFile: unknownKey, atomically: true, encoding: .utf8)
+        let deep = dir + "/deep.yml"
+        try ("databases: " + String(repeating: "[", count: 8000) + String(repeating: "]", count: 8000))
+            .write(toFile: deep, atomically: true, encoding: .utf8)
+        let folder = dir + "/folder.yml"
+        try FileManager.default.createDirectory(atPath: dir + "/adir", withIntermediateDirectories: true)
+        try "databases:\n  - path: adir\n    replica: {url: file://\(dir)/replica}\n"
+            .write(toFile: folder, atomically: true, encoding: .utf8)
+        let good = dir + "/replication.yml"
+        var nan = env(good)
+        nan["VFS_REPLICATION_EXIT_FLUSH_SECONDS"] = "nan"
+        var huge = env(good)
+        huge["VFS_REPLICATION_EXIT_FLUSH_SECONDS"] = "1e300"
+        return [
+            ("missing config", env(dir + "/missing.yml"), "configuration file does not exist"),
+            ("unknown key", env(unknownKey), "unknown key 'max_delay'"),
+            ("deep nesting", env(deep), "nest more than"),
+            ("folder as database", env(folder), "names a folder"),
+            ("exit flush nan", nan, "VFS_REPLICATION_EXIT_FLUSH_SECONDS='nan'"),
+            ("exit flush 1e300", huge, "VFS_REPLICATION_EXIT_FLUSH_SECONDS='1e300'"),
+        ]
+    }
+
+    /// A failed `.load` prints one error and leaves the CLI working: no VFS is left registered
+    /// (opening through it says so), other databases open and write, and the process exits
+    /// normally (it segfaulted at the next `.open`, or with SIGILL at exit).
+    @Test func failedLoadLeavesTheSqlite3CLIWorking() throws {
+        guard let (dir, _, lib) = try setUp(), let sqlite3 = TestSupport.sqlite3Path else { return }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (name, environment, error) in try failedLoads(dir) {
+            let script = """
+                .load \(lib)
+                .open '\(dir)/plain.db'
+                CREATE TABLE IF NOT EXISTS t(x);
+                INSERT INTO t VALUES (1);
+                SELECT 'rows ' || count(*) FROM t;
+                .open 'file:\(dir)/other.db?vfs=replicated'
+                SELECT 'alive';
+                """
+            let r = try TestSupport.run(sqlite3, [], environment: environment, input: script)
+            #expect(r.status == 1, "\(name): \(r)")
+            #expect(r.stderr.contains(error), "\(name): \(r)")
+            #expect(r.stderr.contains("no such vfs: replicated"), "\(name): \(r)")
+            #expect(r.stdout.contains("rows ") && r.stdout.hasSuffix("alive\n"), "\(name): \(r)")
+            let loadError = r.stderr.split(separator: "\n").filter { $0.contains("vfsreplication") }
+            #expect(loadError.count == 1, "\(name): one line: \(r)")
+        }
+    }
+
+    @Test func failedLoadLeavesPythonWorking() throws {
+        guard let (dir, _, lib) = try setUp() else { return }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let code = """
+            import os, sqlite3, sys
+            boot = sqlite3.connect(":memory:")
+            boot.enable_load_extension(True)
+            try:
+                boot.load_extension("\(lib.replacingOccurrences(of: ".so", with: ""))")
+                sys.exit("the load succeeded")
+            except sqlite3.OperationalError as e:
+                print("load error:", e)
+            db = sqlite3.connect("\(dir)/plain.db")
+            db.execute("CREATE TABLE IF NOT EXISTS t(x)")
+            db.execute("INSERT INTO t VALUES (1)")
+            db.commit()
+            try:
+                sqlite3.connect("file:\(dir)/other.db?vfs=replicated", uri=True)
+                sys.exit("the replicated VFS is still registered")
+            except sqlite3.OperationalError as e:
+                print("open error:", e)
+            print("threads", len(os.listdir("/proc/self/task")))
+            print("alive")
+            """
+        for (name, environment, error) in try failedLoads(dir) {
+            let r = try TestSupport.run("/usr/bin/python3", ["-c", code], environment: environment)
+            #expect(r.status == 0, "\(name): \(r)")
+            #expect(r.stdout.contains(error), "\(name): \(r)")
+            #expect(r.stdout.contains("open error: no such vfs: replicated"), "\(name): \(r)")
+            #expect(r.stdout.contains("threads 1\n"), "\(name): no thread may run: \(r)")
+            #expect(r.stdout.hasSuffix("alive\n"), "\(name): \(r)")
+        }
+    }
+
+    @Test func failedLoadLeavesRubyWorking() throws {
+        guard let (dir, _, lib) = try setUp() else { return }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/ruby") else {
+            Issue.record("ruby is not installed (scripts/setup installs ruby and ruby-sqlite3)")
+            return
+        }
+        let code = """
+            require "sqlite3"
+            boot = SQLite3::Database.new(":memory:")
+            boot.enable_load_extension(true)
+            begin
+              boot.load_extension("\(lib)")
+              abort "the load succeeded"
+            rescue StandardError => e  # the gem raises RuntimeError for a failed load
+              puts "load error: #{e.message}"
+            end
+            db = SQLite3::Database.new("\(dir)/plain.db")
+            db.execute("CREATE TABLE IF NOT EXISTS t(x)")
+            db.execute("INSERT INTO t VALUES (1)")
+            flags = SQLite3::Constants::Open::READWRITE | SQLite3::Constants::Open::CREATE | SQLite3::Constants::Open::URI
+            begin
+              SQLite3::Database.new("file:\(dir)/other.db?vfs=replicated", flags: flags)
+              abort "the replicated VFS is still registered"
+            rescue SQLite3::Exception => e
+              puts "open error: #{e.message}"
+            end
+            puts "alive"
+            """
+        for (name, environment, error) in try failedLoads(dir) {
+            let r = try TestSupport.run("/usr/bin/ruby", ["-e", code], environment: environment)
+            #expect(r.status == 0, "\(name): \(r)")
+            #expect(r.stdout.contains(error), "\(name): \(r)")
+            #expect(r.stdout.contains("open error:"), "\(name): \(r)")
+            #expect(r.stdout.hasSuffix("alive\n"), "\(name): \(r)")
+        }
+    }
+
+    /// After a failed load the same process loads a good config and replicates.
+    @Test func aGoodLoadAfterAFailedOneReplicates() throws {
+        guard let (dir, config, lib) = try setUp() else { return }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let code = """
+            import os, sqlite3
+            boot = sqlite3.connect(":memory:")
+            boot.enable_load_extension(True)
+            lib = "\(lib.replacingOccurrences(of: ".so", with: ""))"
+            os.environ["VFS_REPLICATION_CONFIG"] = "\(dir)/missing.yml"
+            try:
+                boot.load_extension(lib)
+            except sqlite3.OperationalError as e:
+                print("load error:", e)
+            os.environ["VFS_REPLICATION_CONFIG"] = "\(config)"
+            boot.load_extension(lib)
+            db = sqlite3.connect("file:\(dir)/app.db?vfs=replicated", uri=True)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE t(x)")
+            for i in range(50):
+                db.execute("INSERT INTO t VALUES (?)", (i,))
+                db.commit()
+            db.close()
+            """
+        let r = try TestSupport.run("/usr/bin/python3", ["-c", code], environment: env(config))
+        #expect(r.status == 0, "\(r)")
+        #expect(r.stdout.contains("vfsreplication: \(dir)/missing.yml: configuration file does not exist"), "\(r)")
+        try expectRebuildEqual(dir)
+    }
 }

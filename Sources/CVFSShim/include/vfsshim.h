@@ -101,6 +101,11 @@ typedef struct vr_db vr_db; /* opaque: one replicated database in this process *
 /* Registers the `replicated` VFS (never as the default) over the default VFS.
  * Idempotent. Returns an SQLite result code. */
 int vr_vfs_register(void);
+/* Whether the VFS is registered now (1) or not (0). */
+int vr_vfs_registered(void);
+/* Takes the VFS out of SQLite's list again (the loadable extension, when its load fails after
+ * registering it). Only safe while no database is open through it. */
+void vr_vfs_unregister(void);
 
 /* Declares that `dbPath` is replicated; creates its state directory. Must precede any open of
  * that database through the VFS: opening an unregistered database fails with SQLITE_CANTOPEN.

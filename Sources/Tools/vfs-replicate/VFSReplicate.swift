@@ -45,6 +45,8 @@ struct Run: AsyncParsableCommand {
     func validate() throws {
         if once && http != nil { throw ValidationError("--http cannot be combined with --once") }
         if httpNoAuth && http == nil { throw ValidationError("--http-no-auth needs --http") }
+        // Converted to milliseconds on the way: bounded so the arithmetic cannot overflow.
+        if !(1...(7 * 86400)).contains(timeout) { throw ValidationError("--timeout must be 1 to 604800 seconds") }
     }
 
     func run() async throws {

@@ -38,8 +38,11 @@ struct VFSStatus: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Log each step of --verify.") var verbose = false
 
     func validate() throws {
-        if let maxLag, maxLag <= 0 { throw ValidationError("--max-lag must be positive") }
-        if timeout <= 0 { throw ValidationError("--timeout must be positive") }
+        // `!(x > 0)` also catches nan; the bound keeps `Int64(maxLag * 1000)` from trapping.
+        if let maxLag, !(maxLag > 0 && maxLag <= 366 * 86400) {
+            throw ValidationError("--max-lag must be a number of seconds above 0 and at most a year (31622400)")
+        }
+        if !(1...(7 * 86400)).contains(timeout) { throw ValidationError("--timeout must be 1 to 604800 seconds") }
     }
 
     func run() throws {

@@ -1,7 +1,9 @@
+import Foundation
 internal import Yams
 
 /// Turns configuration YAML into a `ReplicationConfig`, walking Yams' `Node` tree so every message
-/// can name its line. Reads no files; `ReplicationConfig.load` does that.
+/// can name its line. Reads no files (`ReplicationConfig.load` does that); it only looks at what
+/// a database path names, to refuse a folder.
 struct ConfigParser {
     let sourceName: String
     /// Absolute; anchors relative database, replica and CA file paths.
@@ -20,6 +22,19 @@ struct ConfigParser {
         "url", "endpoint", "region", "force-path-style", "access-key-id", "secret-access-key", "r2-account-id",
         "ca-file",
     ]
+    /// The longest duration each key accepts. Beyond these a value is a mistake (a week of
+    /// max-delay ships nothing), and every sum with a clock reading stays far from overflowing.
+    static let longestDurations: [String: Duration] = [
+        "max-delay": .seconds(24 * 3600),
+        "durability-timeout": .seconds(24 * 3600),
+        "group-commit-window": .seconds(10),
+        "retention": .seconds(10 * 8760 * 3600),
+        "snapshot-interval": .seconds(10 * 8760 * 3600),
+        "interval": .seconds(10 * 8760 * 3600),
+    ]
+    /// The largest `spool-max-bytes` (1 PiB): larger is no limit at all, and sums stay in range.
+    static let largestSpool: Int64 = 1 << 50
+
     /// Values never repeated in a message.
     static let secretKeys: Set<String> = ["access-key-id", "secret-access-key"]
 
@@ -115,11 +130,21 @@ struct ConfigParser {
     // MARK: Document
 
     func parse(yaml: String) throws -> ReplicationConfig {
+        guard yaml.utf8.count <= ConfigShape.maxBytes else {
+            throw failure(nil, "the configuration is larger than \(ConfigShape.maxBytes >> 20) MiB")
+        }
+        // Yams recurses once per nesting level: the text is bounded before it gets there.
+        if let violation = ConfigShape.scan(yaml) {
+            throw ReplicationError(.invalidConfig, "\(sourceName):\(violation.line): \(violation.message)")
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
         } catch let error as YamlError {
             throw syntaxError(error)
+        }
+        if let root, let violation = ConfigShape.measure(root) {
+            throw ReplicationError(.invalidConfig, "\(sourceName):\(violation.line): \(violation.message)")
         }
         guard let root, !isNull(root) else {
             throw failure(nil, "the configuration is empty; expected a 'databases' list")
@@ -209,6 +234,9 @@ struct ConfigParser {
             throw failure(pathEntry.value, "'path'\(scope.suffix) names a folder; it must name the database file")
         }
         let path = ConfigPaths.absolute(pathText, relativeTo: baseDirectory, home: environment["HOME"])
+        if let problem = ConfigPaths.problem(withDatabasePath: path) {
+            throw failure(pathEntry.value, "'path'\(scope.suffix) \(problem)")
+        }
 
         guard let replicaEntry = fields["replica"], !isNull(replicaEntry.value) else {
             throw failure(
@@ -274,6 +302,9 @@ struct ConfigParser {
             if let size = try byteSize(entry, scope: scope) {
                 guard size > 0 else {
                     throw failure(entry.value, "'spool-max-bytes'\(scope.suffix) must be greater than zero")
+                }
+                guard size <= Self.largestSpool else {
+                    throw failure(entry.value, "'spool-max-bytes'\(scope.suffix) must be at most 1PiB")
                 }
                 layer.spoolMaxBytes = size
             }
@@ -401,7 +432,15 @@ struct ConfigParser {
 
     private func duration(_ entry: Entry, scope: Scope) throws -> Duration? {
         guard let text = try string(entry, scope: scope) else { return nil }
-        if let value = ConfigValues.parseDuration(text) { return value }
+        if let value = ConfigValues.parseDuration(text) {
+            if let longest = Self.longestDurations[entry.key], value > longest {
+                throw failure(
+                    entry.value,
+                    "'\(entry.key)'\(scope.suffix) is \(text); it must be at most "
+                        + ConfigValues.formatDuration(longest))
+            }
+            return value
+        }
         var hint = "use a number and a unit: 50ms, 1s, 1.5s, 2m, 1h"
         if !text.isEmpty, text.allSatisfy({ $0.isASCII && $0.isNumber }) {
             hint = "missing unit: did you mean '\(text)s' or '\(text)ms'?"
@@ -531,6 +570,8 @@ struct ConfigParser {
     // MARK: Errors
 
     private func failure(_ node: Node?, _ message: String) -> ReplicationError {
+        // Values quoted in a message may hold line breaks (a quoted key, a variable's value).
+        let message = ConfigValues.oneLine(message)
         if let line = node?.mark?.line {
             return ReplicationError(.invalidConfig, "\(sourceName):\(line): \(message)")
         }

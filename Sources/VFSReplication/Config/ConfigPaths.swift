@@ -33,6 +33,25 @@ enum ConfigPaths {
         return "/" + components.joined(separator: "/")
     }
 
+    /// Why `path` cannot be a database file, or nil: it names a folder or something else that
+    /// is not a regular file (symlinks followed), or its folder is a file. A missing file is fine
+    /// (SQLite creates it).
+    static func problem(withDatabasePath path: String) -> String? {
+        var info = stat()
+        if stat(path, &info) == 0 {
+            switch info.st_mode & S_IFMT {
+            case S_IFREG: return nil
+            case S_IFDIR: return "names a folder (\(path)); it must name the database file"
+            default: return "names \(path), which is not a regular file"
+            }
+        }
+        let folder = (path as NSString).deletingLastPathComponent
+        if stat(folder, &info) == 0, info.st_mode & S_IFMT != S_IFDIR {
+            return "names a file inside \(folder), which is not a folder"
+        }
+        return nil
+    }
+
     /// The canonical form of an absolute path: every existing symlink along it is resolved, in
     /// order, with `..` applied after resolution (as the kernel and SQLite's unix VFS full-path
     /// logic do). Components that do not exist yet (the database file before its first open, even

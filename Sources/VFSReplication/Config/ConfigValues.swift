@@ -201,6 +201,31 @@ enum ConfigValues {
         return String(result)
     }
 
+    // MARK: Messages
+
+    /// `text` on one line: line breaks and other control characters are shown escaped (`\n`),
+    /// so an error quoting a value stays the one line tools print.
+    static func oneLine(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var result = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case _ where isControl(scalar):
+                result += "\\u{" + String(scalar.value, radix: 16) + "}"
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value)
+            || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
     // MARK: Suggestions
 
     /// The known key the user most likely meant, if one is close: same letters ignoring case,

@@ -77,6 +77,12 @@ public struct ReplicationConfig: Sendable, Equatable {
         guard !isDirectory.boolValue else {
             throw ReplicationError(.invalidConfig, "\(path): is a directory, not a configuration file")
         }
+        if let size = (try? FileManager.default.attributesOfItem(atPath: absolutePath))?[.size] as? Int,
+            size > ConfigShape.maxBytes
+        {
+            throw ReplicationError(
+                .invalidConfig, "\(path): configuration file is larger than \(ConfigShape.maxBytes >> 20) MiB")
+        }
         guard let data = FileManager.default.contents(atPath: absolutePath) else {
             throw ReplicationError(.invalidConfig, "\(path): configuration file cannot be read")
         }
