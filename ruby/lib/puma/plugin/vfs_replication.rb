@@ -1,0 +1,28 @@
+# frozen_string_literal: true
+
+require "puma/plugin"
+require "vfs_replication"
+
+# `plugin :vfs_replication` in config/puma.rb (gated, e.g. `if ENV["VFS_REPLICATION_IN_PUMA"]`).
+#
+# Replication runs in the processes that write: in single mode the server process itself; in
+# cluster mode each worker (the workers share one uploader per database through its lock, and a
+# surviving worker takes over from a killed one). A preloading master loads the app but serves
+# nothing, so it only registers the VFS; its workers start their uploaders right after the fork.
+# On SIGTERM Puma stops the workers; each flushes its databases as it exits (within
+# VFS_REPLICATION_EXIT_FLUSH_SECONDS, 30 s by default, under Puma's worker_shutdown_timeout).
+Puma::Plugin.create do
+  def start(launcher)
+    options = launcher.options
+    VFSReplication.defer_uploader_to_children! if options[:workers].to_i.positive?
+    log = ->(line) { launcher.events.log("* vfs_replication: #{line}") }
+    root = options[:directory] || Dir.pwd
+    config = VFSReplication::Config.load(VFSReplication.config_path)
+    config.databases.each do |db|
+      log.call("replicating #{db.display_path(root)} to #{db.replica_url}")
+    end
+  rescue VFSReplication::Error => e
+    log.call(e.message)
+    raise
+  end
+end

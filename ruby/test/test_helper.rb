@@ -1,0 +1,7 @@
+# frozen_string_literal: true
+
+$LOAD_PATH.unshift File.expand_path("../lib", __dir__)
+require "minitest/autorun"
+require "tmpdir"
+require "fileutils"
+require "vfs_replication"
