@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 require "puma/plugin"
-require "vfs_replication"
+require "vfs_replication/core"
 
 # `plugin :vfs_replication` in config/puma.rb (gated, e.g. `if ENV["VFS_REPLICATION_IN_PUMA"]`).
 #
