@@ -165,7 +165,7 @@ stop_puma() { # sets stop_seconds: how long the graceful stop took (SIGTERM to t
     wait "$puma_pid" || true
     t1=$(date +%s.%N)
     puma_pid=
-    stop_seconds=$(echo "$t1 - $t0" | bc)
+    stop_seconds=$(ruby -e "printf('%.2f', $t1 - $t0)")
 }
 logged() { # logged LOG COMMAND...: runs the command with its output in LOG, shown when it fails
     local log=$1
@@ -192,7 +192,7 @@ grep -i 'verif' "$work/verify.log" | head -4 || true
 step "graceful stop (SIGTERM to the master)"
 stop_puma
 echo "graceful stop took ${stop_seconds}s"
-check "graceful stop under 2 s (took ${stop_seconds}s)" test "$(echo "$stop_seconds < 2" | bc)" = 1
+check "graceful stop under 2 s (took ${stop_seconds}s)" ruby -e "exit($stop_seconds < 2)"
 
 step "bin/rails vfs_replication:restore -- --database ... --output ... for every database, compared with .dump"
 for db in production production_cache production_queue production_cable; do
@@ -254,8 +254,29 @@ if [[ -n $chromium ]]; then
 else
     echo "skip: no chromium here, no screenshot"
 fi
+check "restore refuses a live database, even with --force" \
+    bash -c "! bin/rails vfs_replication:restore -- --database storage/production.sqlite3 --force >'$work/live.log' 2>&1 && grep -q 'in use' '$work/live.log'"
 stop_puma
 echo "second graceful stop (workers that only served the dashboard) took ${stop_seconds}s"
+
+# The other Puma modes: single (no workers), and cluster without preload_app!.
+for mode in single no-preload; do
+    step "puma $mode mode: writes, stop, restore equals the source"
+    if [[ $mode == single ]]; then export WEB_CONCURRENCY=0; else export WEB_CONCURRENCY=2 PUMA_NO_PRELOAD=1; fi
+    start_puma
+    for n in $(seq 1001 1030); do curl -fsS -X POST "http://127.0.0.1:$port/writes?n=$n" >/dev/null || fail "$mode write $n"; done
+    stop_puma
+    echo "$mode: graceful stop took ${stop_seconds}s"
+    for db in production production_cable; do
+        rm -f "$work/$db.$mode"
+        if logged "$work/restore-$mode.log" bin/rails vfs_replication:restore -- --database "storage/$db.sqlite3" --output "$work/$db.$mode"; then
+            check "$mode: restored $db equals its source" cmp -s <(sqlite3 "storage/$db.sqlite3" .dump) <(sqlite3 "$work/$db.$mode" .dump)
+        else
+            fail "$mode: restore $db"
+        fi
+    done
+    unset WEB_CONCURRENCY PUMA_NO_PRELOAD
+done
 
 step "done: $failures failure(s)"
 ((failures == 0))

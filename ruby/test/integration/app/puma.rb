@@ -5,5 +5,5 @@ port ENV.fetch("PORT") { 3000 }
 environment ENV.fetch("RAILS_ENV") { "development" }
 pidfile ENV.fetch("PIDFILE") { "tmp/pids/server.pid" }
 workers ENV.fetch("WEB_CONCURRENCY") { 2 }
-preload_app!
+preload_app! unless ENV["PUMA_NO_PRELOAD"]
 plugin :vfs_replication if ENV["VFS_REPLICATION_IN_PUMA"]
