@@ -48,7 +48,7 @@ class DashboardTest < Minitest::Test
     assert_includes page.body, "/app/storage/production.sqlite3"
     assert_includes page.body, "lag 75s exceeds 60s &lt;script&gt;"
     assert_includes page.body, "1.2 MiB"
-    assert_includes page.body, "0000000000000390"
+    assert_includes page.body, "<tr><td>912</td><td>2026-12-01T09:58:00Z</td>" # restore point 0x390, in decimal as vfs-status prints TXIDs
     assert_includes page.body, "pid 4242"
     json = get(app, "/status.json", basic("ops", "pw"))
     assert_equal "application/json", json.headers["content-type"]

@@ -126,7 +126,7 @@ module VFSReplication
     # The newest restore points first: the files that end one, from every level.
     def newest_points(listing, limit = 10)
       files = listing.fetch("levels", []).flat_map { |level| level.fetch("files", []) }
-      files.sort_by { |f| [f["max_txid"].to_s, f["level"].to_i] }.reverse.uniq { |f| f["max_txid"] }.first(limit)
+      files.sort_by { |f| [f["max_txid"].to_s.to_i(16), f["level"].to_i] }.reverse.uniq { |f| f["max_txid"] }.first(limit)
     end
 
     TEMPLATE = <<~'HTML'
@@ -167,7 +167,7 @@ module VFSReplication
           <p><%= h listing["restore_points"] %> restore points in <%= h listing["files"] %> files (<%= h bytes(listing["bytes"]) %>) at <code><%= h listing["replica"] %></code></p>
           <table><tr><th>TXID</th><th>Time</th><th>Level</th><th>File</th></tr>
           <%- newest_points(listing).each do |file| -%>
-            <tr><td><%= h file["max_txid"] %></td><td><%= h file["timestamp"] %></td><td><%= h file["level"] %></td><td><code><%= h file["name"] %></code></td></tr>
+            <tr><td><%= h file["max_txid"].to_s.to_i(16) %></td><td><%= h file["timestamp"] %></td><td><%= h file["level"] %></td><td><code><%= h file["name"] %></code></td></tr>
           <%- end -%>
           </table>
         <%- end -%>

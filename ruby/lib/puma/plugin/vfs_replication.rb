@@ -25,9 +25,16 @@ Puma::Plugin.create do
     end
     log = ->(line) { launcher.events.log("* vfs_replication: #{line}") }
     root = options[:directory] || Dir.pwd
-    config = VFSReplication::Config.load(VFSReplication.config_path)
-    config.databases.each do |db|
-      log.call("replicating #{db.display_path(root)} to #{db.replica_url}")
+    config_path = VFSReplication.config_path
+    VFSReplication::Config.load(config_path) # a missing or unreadable config stops the boot here
+    # Once booted: a preloaded app's initializer has put the credentials (the bucket) in the
+    # environment by then.
+    launcher.events.on_booted do
+      VFSReplication::Config.load(config_path).databases.each do |db|
+        log.call("replicating #{db.display_path(root)} to #{db.replica_url}")
+      end
+    rescue VFSReplication::Error => e
+      log.call(e.message)
     end
   rescue VFSReplication::Error => e
     log.call(e.message)
