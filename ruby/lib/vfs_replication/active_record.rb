@@ -14,11 +14,21 @@ module VFSReplication
     end
 
     def self.before_open(config)
+      warn_ignored_extensions(config)
       return unless replicated?(config)
       if VFSReplication.tool_process?
         raise Error, "#{config[:database]}: vfs_replication's rake tasks run without opening replicated databases; run this outside them"
       end
       VFSReplication.start!
+    end
+
+    # database.yml `extensions:` is read by Rails 8's adapter only; earlier Rails ignore it without a
+    # word. The gem needs no entry there (it loads the extension itself, earlier than Rails 8 would).
+    def self.warn_ignored_extensions(config)
+      return if @warned || !config[:extensions] || ::ActiveRecord.version >= Gem::Version.new("8.0")
+      @warned = true
+      warn "vfs_replication: database.yml `extensions:` is ignored by Active Record #{::ActiveRecord.version} " \
+           "(read from Rails 8 on); the vfs_replication gem loads libvfsreplication.so itself, remove the entry"
     end
 
     # Rails 6.1: ActiveRecord::Base.sqlite3_connection(config).

@@ -208,6 +208,19 @@ for db in production production_cache production_queue production_cable; do
         fail "restore $db"
     fi
 done
+# Point in time: the newest TXID and a timestamp after the stop both give the final state.
+txid=$("$VFS_REPLICATION_BIN/vfs-status" --config config/replication.yml --json |
+    ruby -rjson -e 'puts JSON.parse(STDIN.read)["databases"].find { |d| d["database"].end_with?("/production.sqlite3") }["durableTXID"]')
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+for point in "--txid $txid" "--timestamp $now"; do
+    rm -f "$work/pit.sqlite3"
+    # shellcheck disable=SC2086 # $point is an option and its value
+    if logged "$work/restore-pit.log" bin/rails vfs_replication:restore -- --database storage/production.sqlite3 $point --output "$work/pit.sqlite3"; then
+        check "restore $point equals the source" cmp -s "$work/production.source.sql" <(sqlite3 "$work/pit.sqlite3" .dump)
+    else
+        fail "restore $point"
+    fi
+done
 check "restore refuses an existing output without --force" \
     bash -c "! bin/rails vfs_replication:restore -- --database storage/production.sqlite3 --output '$work/production.restored' >/dev/null 2>&1"
 check "restore names an unknown database" \
