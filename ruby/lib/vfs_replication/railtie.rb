@@ -17,7 +17,15 @@ module VFSReplication
       end
     end
 
+    # Tasks that boot the app without its secrets (a Docker build's assets:precompile) must not
+    # need the replica's credentials: they open no database.
+    BUILD_TASKS = %w[assets:precompile assets:clean assets:clobber].freeze
+
     config.after_initialize do
+      if defined?(Rake.application) && Rake.application.respond_to?(:top_level_tasks) &&
+         !(Rake.application.top_level_tasks & BUILD_TASKS).empty?
+        VFSReplication.tool_process!
+      end
       if VFSReplication.settings.enabled?(Rails.env)
         VFSReplication.app_loaded!
         VFSReplication.start!

@@ -51,6 +51,11 @@ check() { # check DESCRIPTION COMMAND...: a failure is reported and counted, the
     shift
     if "$@"; then echo "ok: $what"; else fail "$what"; fi
 }
+logged() { # logged LOG COMMAND...: runs the command with its output in LOG, shown when it fails
+    local log=$1
+    shift
+    "$@" >"$log" 2>&1 || { cat "$log"; return 1; }
+}
 
 export RAILS_ENV=production SECRET_KEY_BASE=0123456789abcdef0123456789abcdef RAILS_LOG_TO_STDOUT=1
 export RAILS_MAX_THREADS=4 PORT=$port PIDFILE=$work/puma.pid
@@ -146,6 +151,15 @@ for db in production production_cache production_queue production_cable; do
     check "$db is WAL" test "$(sqlite3 "storage/$db.sqlite3" 'PRAGMA journal_mode')" = wal
 done
 
+step "a config naming unset credentials: the app refuses to boot with a clear error; assets:precompile needs none"
+ruby -e 'require "vfs_replication/install"; print VFSReplication::Install.replication_yml(%w[storage/production.sqlite3].map { |f| File.expand_path(f) }, config_dir: File.expand_path("config"))' \
+    -I"$gem_dir/lib" >"$work/r2.yml"
+sed -i 's|path: ../storage|path: '"$app"'/storage|' "$work/r2.yml"
+check "runner fails naming the unset variable" bash -c "! env -u VFS_REPLICATION_BUCKET VFS_REPLICATION_CONFIG='$work/r2.yml' bin/rails runner 'Post.count' >'$work/r2.log' 2>&1 && grep -q 'VFS_REPLICATION_' '$work/r2.log'"
+grep -m1 -o 'cannot start replication.*' "$work/r2.log" || true
+check "assets:precompile boots without the replica's credentials" \
+    logged "$work/precompile.log" env VFS_REPLICATION_CONFIG="$work/r2.yml" bin/rails assets:precompile
+
 start_puma() {
     VFS_REPLICATION_IN_PUMA=1 bundle exec puma -C config/puma.rb >>log/puma.log 2>&1 &
     puma_pid=$!
@@ -166,11 +180,6 @@ stop_puma() { # sets stop_seconds: how long the graceful stop took (SIGTERM to t
     t1=$(date +%s.%N)
     puma_pid=
     stop_seconds=$(ruby -e "printf('%.2f', $t1 - $t0)")
-}
-logged() { # logged LOG COMMAND...: runs the command with its output in LOG, shown when it fails
-    local log=$1
-    shift
-    "$@" >"$log" 2>&1 || { cat "$log"; return 1; }
 }
 
 step "puma: cluster mode, 2 workers, preload_app!, plugin :vfs_replication"
