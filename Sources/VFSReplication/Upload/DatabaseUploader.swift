@@ -531,13 +531,20 @@ final class DatabaseUploader: @unchecked Sendable {
         var record: (ts: Int64, next: SpoolPosition)?
         let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
         if readPos < end {
-            try reader.scan(from: readPos, to: end) { rec, next in
-                guard record == nil else { return }
-                switch rec {
-                case .commit(let txid, _, _, let ts, _) where txid == replicaMax: record = (ts, next)
-                case .reset(let txid, let ts, _) where txid == replicaMax: record = (ts, next)
-                default: break
+            do {
+                try reader.scan(from: readPos, to: end) { rec, next in
+                    guard record == nil else { return }
+                    switch rec {
+                    case .commit(let txid, _, _, let ts, _) where txid == replicaMax: record = (ts, next)
+                    case .reset(let txid, let ts, _) where txid == replicaMax: record = (ts, next)
+                    default: break
+                    }
                 }
+            } catch let error as ReplicationError where error.code == .corruptSpool && record == nil {
+                // A torn spool (a power cut) cannot prove the upload was ours: continue above the
+                // replica with a new snapshot instead (the caller's other branch).
+                logger.warning("corrupt spool while looking for the last upload", metadata: ["error": "\(error.message)"])
+                return nil
             }
         }
         guard let record, header.timestamp == record.ts else { return nil }
@@ -618,7 +625,17 @@ final class DatabaseUploader: @unchecked Sendable {
             return  // no database content yet; the first commit will bring it
         }
         defer { snap.close() }
-        guard let point = try txid(at: snap.position) else {
+        let found: (txid: UInt64, timestampMs: Int64, next: SpoolPosition)?
+        do {
+            found = try txid(at: snap.position)
+        } catch let error as ReplicationError where error.code == .corruptSpool {
+            // A torn spool between the shipped position and the snapshot's: as in readSpool, skip
+            // to its end; the next round snapshots at the TXID the shared state recorded last.
+            snap.close()
+            try repairSpool(error)
+            return
+        }
+        guard let point = found else {
             // The writer that published this state has not spooled it yet (the next round finds
             // it); or nothing was ever captured, and the database has content (filled without
             // the VFS after this uploader started): record the lineage start now.
