@@ -128,25 +128,6 @@ struct ForkTests {
         #expect(!parent.log.contains("flush at exit failed"), "\(parent.log)")
     }
 
-    /// A free loopback port (bound and released; Puma binds it right after).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let rc = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Int32 in
-                guard bind(fd, p, len) == 0 else { return -1 }
-                return getsockname(fd, p, &len)
-            }
-        }
-        guard rc == 0 else { throw TestFailure("cannot find a free port: \(String(cString: strerror(errno)))") }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     /// The pids of `parent`'s children (Puma's workers).
     static func children(of parent: Int32) -> Set<Int32> {
         let list = (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
@@ -175,7 +156,7 @@ struct ForkTests {
             + names.map { "  - path: \($0).db\n    replica:\n      url: file://\(dir)/replica-\($0)\n    max-delay: 50ms" })
             .joined(separator: "\n").write(toFile: config, atomically: true, encoding: .utf8)
         let fixtures = TestSupport.packageRoot + "/Tests/Fixtures/puma"
-        let port = try Self.freePort()
+        let port = try SeaweedFS.freePorts(1)[0]
         var e = env(config)
         e["VFS_EXTENSION"] = lib
         e["APP_DIR"] = dir

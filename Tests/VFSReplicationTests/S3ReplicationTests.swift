@@ -179,7 +179,7 @@ struct S3ReplicationTests {
             r.shutdown(timeout: .seconds(2))
         }
         // An endpoint where nothing listens: connection refused, the app keeps committing.
-        let dead = "http://127.0.0.1:\(try freeTCPPort())"
+        let dead = "http://127.0.0.1:\(try SeaweedFS.freePorts(1)[0])"
         try ("databases:\n  - path: app.db\n" + s3YAML(server, bucket: bucket, prefix: "app", endpoint: dead) + "\n    max-delay: 20ms\n")
             .write(toFile: dir + "/replication2.yml", atomically: true, encoding: .utf8)
         guard let bench = TestSupport.builtProduct("vfs-bench"), let replicate = TestSupport.builtProduct("vfs-replicate") else {
@@ -250,18 +250,5 @@ struct S3ReplicationTests {
         let stats = (try? String(contentsOfFile: dir + "/stats.json", encoding: .utf8)) ?? ""
         print("fault proxy: \(stats); commits during the outage: \(during)")
         #expect(stats.contains("\"error\""))
-    }
-
-    private func freeTCPPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
     }
 }
