@@ -1,3 +1,4 @@
+internal import CVFSShim
 import Foundation
 
 #if canImport(Glibc)
@@ -94,19 +95,12 @@ public enum DatabaseInUse {
         return Holder(pid: lock.l_pid > 0 ? lock.l_pid : nil, what: what)
     }
 
-    /// The process holding `uploader.lock` (its pid is written in the file).
+    /// The process holding `uploader.lock` (the pid it wrote there when elected), probed as
+    /// `vfs-status` probes it (`vr_status_probe_uploader`).
     static func uploaderHolder(_ files: ReplicationFiles) -> Holder? {
-        let fd = open(files.uploaderLock, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        if flock(fd, LOCK_EX | LOCK_NB) == 0 {
-            flock(fd, LOCK_UN)
-            return nil
-        }
-        guard errno == EWOULDBLOCK else { return nil }
-        let text = (FileManager.default.contents(atPath: files.uploaderLock)).map { String(decoding: $0, as: UTF8.self) }
-        let pid = text.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        return Holder(pid: pid, what: "is replicating it (holds \(files.uploaderLock))")
+        var pid: Int32 = 0
+        guard vr_status_probe_uploader(files.stateDirectory, &pid) == 1 else { return nil }
+        return Holder(pid: pid > 0 ? pid : nil, what: "is replicating it (holds \(files.uploaderLock))")
     }
 
     /// A process with the database, its WAL, its -shm or its replication state open.
