@@ -330,13 +330,7 @@ enum ConfigShape {
         /// the end of the line (then it may go on on the next line).
         mutating func plain(keyColumn: Int) {
             while !atLineEnd() {
-                if byte() == UInt8(ascii: ":"), isBlankOrEnd(at: 1) {
-                    keyAt(column: keyColumn)
-                    position += 1
-                    skipBlanks()
-                    value(keyColumn: column())
-                    return
-                }
+                if keyIndicator(keyColumn: keyColumn) { return }
                 if isBlank(byte()), byte(1) == UInt8(ascii: "#") {
                     plainOpen = false
                     endLine()
@@ -351,14 +345,19 @@ enum ConfigShape {
         /// After a scalar or a flow collection in block mode: a `:` makes it a key.
         mutating func afterScalar(keyColumn: Int) {
             skipBlanks()
-            if byte() == UInt8(ascii: ":"), isBlankOrEnd(at: 1) {
-                keyAt(column: keyColumn)
-                position += 1
-                skipBlanks()
-                value(keyColumn: column())
-                return
-            }
+            if keyIndicator(keyColumn: keyColumn) { return }
             endLine()
+        }
+
+        /// At `: ` (or `:` at the end of a line), what came before was a key at `keyColumn`:
+        /// records it and goes on with its value. Returns false, moving nothing, elsewhere.
+        mutating func keyIndicator(keyColumn: Int) -> Bool {
+            guard byte() == UInt8(ascii: ":"), isBlankOrEnd(at: 1) else { return false }
+            keyAt(column: keyColumn)
+            position += 1
+            skipBlanks()
+            value(keyColumn: column())
+            return true
         }
 
         /// Skips to the start of the next line (whatever is left is a comment or an error).
