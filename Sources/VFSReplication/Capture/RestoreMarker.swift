@@ -24,16 +24,14 @@ public struct RestoreMarker: Codable, Sendable, Equatable {
     /// Called after a rebuild renamed a database into place at `databasePath`. Removes any older
     /// spool state of that path (it described the file the restore replaced).
     public static func record(databasePath: String, replica: String, txid: UInt64) throws {
-        var st = stat()
-        guard stat(databasePath, &st) == 0 else {
+        guard let file = FileIdentity(path: databasePath) else {
             throw ReplicationError(.io, "database \(databasePath): cannot stat the restored file: \(String(cString: strerror(errno)))")
         }
         let dir = databasePath + "-vfsrepl"
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let marker = RestoreMarker(
-            replica: replica, txid: txid, inode: UInt64(st.st_ino), size: UInt64(st.st_size),
-            mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec), restoredAt: Date())
+            replica: replica, txid: txid, inode: file.inode, size: file.size, mtimeNs: file.mtimeNs, restoredAt: Date())
         // The page checksums of the restored state, so the writer that continues the lineage
         // gives its first batch a pre-apply checksum (which proves the continuation to a
         // restore, see LTXChain) without shipping a snapshot first.
@@ -52,9 +50,6 @@ public struct RestoreMarker: Codable, Sendable, Equatable {
     /// Whether the database file is still exactly the one the restore wrote (nothing opened and
     /// wrote it since).
     func matches(databasePath: String) -> Bool {
-        var st = stat()
-        guard stat(databasePath, &st) == 0 else { return false }
-        return UInt64(st.st_ino) == inode && UInt64(st.st_size) == size
-            && Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec) == mtimeNs
+        FileIdentity(path: databasePath) == FileIdentity(inode: inode, size: size, mtimeNs: mtimeNs)
     }
 }

@@ -38,18 +38,14 @@ enum BackupCoverage {
 
     /// The facts read from a database file: its identity and whether it holds a schema.
     private struct DatabaseFile {
-        var ino: UInt64
-        var size: UInt64
-        var mtimeNs: Int64
+        var identity: FileIdentity
         var modified: Date
         var hasContent: Bool
 
         init?(path: String) {
             var st = stat()
             guard stat(path, &st) == 0 else { return nil }
-            ino = UInt64(st.st_ino)
-            size = UInt64(st.st_size)
-            mtimeNs = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+            identity = FileIdentity(st)
             var newest = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
             var walStat = stat()
             var walFrames = false
@@ -58,7 +54,7 @@ enum BackupCoverage {
                 newest = max(newest, Double(walStat.st_mtim.tv_sec) + Double(walStat.st_mtim.tv_nsec) / 1e9)
             }
             modified = Date(timeIntervalSince1970: newest)
-            hasContent = walFrames || Self.mainFileHasSchema(path: path, size: size)
+            hasContent = walFrames || Self.mainFileHasSchema(path: path, size: identity.size)
         }
 
         /// A database of one page whose schema table (page 1, a b-tree leaf) has no rows holds
@@ -79,7 +75,8 @@ enum BackupCoverage {
         /// The last connection closed cleanly (the shim recorded the file's identity then) and
         /// the file is no longer that one: something wrote it without the VFS.
         func changedSinceCleanClose(_ view: vr_state_view) -> Bool {
-            view.cleanValid != 0 && (view.cleanIno != ino || view.cleanSize != size || view.cleanMtimeNs != mtimeNs)
+            view.cleanValid != 0
+                && FileIdentity(inode: view.cleanIno, size: view.cleanSize, mtimeNs: view.cleanMtimeNs) != identity
         }
     }
 }
