@@ -9,6 +9,12 @@
 #include <sqlite3ext.h>
 SQLITE_EXTENSION_INIT3
 
+/* No log message once the process exits (see vr_process_exit_begin in vfsshim.h): the host's
+ * log callback may point into a main() that has returned. */
+int vr_process_exiting(void);
+#undef sqlite3_log
+#define sqlite3_log(...) (vr_process_exiting() ? (void)0 : sqlite3_api->log(__VA_ARGS__))
+
 /* Fills sqlite3_api from the linked libsqlite3 when a program links CVFSSQLiteLink; absent
  * (NULL) in the loadable extension, whose entry point sets the table instead. */
 extern void vr_link_sqlite(void) __attribute__((weak));

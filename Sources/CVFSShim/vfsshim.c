@@ -130,6 +130,13 @@ struct vr_db {
     int64_t txWalBase;
     int remote;               /* durability: remote (output gate at COMMIT_PHASETWO) */
     int64_t remoteTimeoutMs;
+    /* Process-local (see vr_db_set_base_pending): main-file handles the host's connections have
+     * open, whether this process's uploader still has to ship the database's base snapshot, and
+     * whether a last close already waited for it in vain. */
+    atomic_int hostOpens;
+    atomic_int baseNeeded;
+    atomic_ullong baseIdleTxid; /* UINT64_MAX: none */
+    atomic_int closeWaitSpent;
 };
 
 #define VR_STAGE_SIZE (VR_COPY_BUFFER + 65536 + 64)
@@ -194,11 +201,30 @@ void vr_process_lock(void) {
     pthread_mutex_lock(&gProcessMutex);
 }
 void vr_process_unlock(void) { pthread_mutex_unlock(&gProcessMutex); }
+/* Counts this thread's vr_fork_hold brackets: connections opened inside one are the
+ * uploader's own, never a host's (vrOpen, vrClose). */
+static __thread int tUploaderSql;
 void vr_fork_hold_begin(void) {
     pthread_once(&gForkOnce, forkInstall);
     pthread_rwlock_rdlock(&gSqlHold);
+    tUploaderSql++;
 }
-void vr_fork_hold_end(void) { pthread_rwlock_unlock(&gSqlHold); }
+void vr_fork_hold_end(void) {
+    tUploaderSql--;
+    pthread_rwlock_unlock(&gSqlHold);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Process exit (vfsshim.h). Once exit() runs, the host's main() has returned and whatever its
+ * SQLite log callback points at may be gone (the sqlite3 CLI's lives in main()'s frame): from
+ * then on the shim logs nothing and the library opens no SQLite connection. */
+
+static atomic_int gExiting;
+static atomic_llong gCloseWaitMs;
+
+void vr_process_exit_begin(void) { atomic_store(&gExiting, 1); }
+int vr_process_exiting(void) { return atomic_load_explicit(&gExiting, memory_order_relaxed); }
+void vr_set_close_wait(int64_t ms) { atomic_store(&gCloseWaitMs, ms > 0 ? ms : 0); }
 
 /* In a child that has not restarted its uploaders yet, lets the library do it (a plain load
  * otherwise). */
@@ -554,6 +580,36 @@ void vr_db_kick(vr_db *db) {
 
 uint64_t vr_db_wait_txid(vr_db *db) { return atomic_load(&db->pState->waitTxid); }
 
+void vr_db_set_base_pending(vr_db *db, int needed, uint64_t idleAtTxid) {
+    atomic_store(&db->baseIdleTxid, idleAtTxid);
+    atomic_store(&db->baseNeeded, needed ? 1 : 0);
+}
+
+static int basePending(vr_db *db) {
+    if (!atomic_load(&db->baseNeeded)) return 0;
+    uint64_t idle = atomic_load(&db->baseIdleTxid);
+    return idle == UINT64_MAX || __atomic_load_n(&db->pState->lastTxid, __ATOMIC_ACQUIRE) != idle;
+}
+
+/* The host's last connection to the database is closing (vrClose): the process may exit next,
+ * when its uploader can no longer use SQLite. If the base snapshot is still to be shipped, wait
+ * for it here, where SQLite still works, bounded by vr_set_close_wait; once per process: a close
+ * that waited in vain (a replica down) does not make the next one wait again. */
+static void waitForBaseAtLastClose(vr_db *db) {
+    int64_t bound = atomic_load(&gCloseWaitMs);
+    if (bound <= 0 || vr_process_exiting() || !basePending(db) || atomic_load(&db->closeWaitSpent)) return;
+    int64_t deadline = nowMs() + bound;
+    while (basePending(db)) {
+        if (nowMs() >= deadline) {
+            atomic_store(&db->closeWaitSpent, 1);
+            return;
+        }
+        vr_db_kick(db);
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 void vr_db_request_ship(vr_db *db, uint64_t txid) {
     VRState *s = db->pState;
     uint64_t cur = atomic_load(&s->waitTxid);
@@ -783,6 +839,7 @@ struct VRFile {
     int walSwitch;            /* main db: a PRAGMA journal_mode=WAL may take RESERVED (rollback mode) */
     uint64_t gateTxid;        /* the last commit the output gate waited for */
     int gateDurable;          /* ... and whether it was confirmed durable in time */
+    int hostOpen;             /* main db: a host's connection (not the uploader's), counted in hostOpens */
     sqlite3_file *pReal;   /* parent's file object, right after this struct */
 };
 
@@ -1340,6 +1397,7 @@ static void stageWrite(vr_db *db, const void *z, int n, sqlite3_int64 off) {
 
 static int vrClose(sqlite3_file *pFile) {
     VRFile *p = (VRFile *)pFile;
+    if (p->hostOpen && atomic_fetch_sub(&p->pDb->hostOpens, 1) == 1) waitForBaseAtLastClose(p->pDb);
     if (p->isWal && p->pMain && p->pMain->pWal == p) p->pMain->pWal = NULL;
     if (!p->isWal && p->pWal) p->pWal->pMain = NULL;
     int rc = ORIGFILE(pFile)->pMethods ? ORIGFILE(pFile)->pMethods->xClose(ORIGFILE(pFile)) : SQLITE_OK;
@@ -1765,6 +1823,10 @@ static int vrOpen(sqlite3_vfs *pVfs, sqlite3_filename zName, sqlite3_file *pFile
     }
     if (db && !pMain && (flags & SQLITE_OPEN_READWRITE)) ensureWal(zName, p->pReal);
     p->pDb = db;
+    if (db && !pMain && !tUploaderSql) {
+        p->hostOpen = 1;
+        atomic_fetch_add(&db->hostOpens, 1);
+    }
     if (pMain) {
         p->isWal = 1;
         p->pMain = pMain;

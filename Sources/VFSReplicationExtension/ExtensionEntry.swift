@@ -9,6 +9,11 @@ import VFSReplication
 /// The Swift side of libvfsreplication.so: one Replicator per process, started from a config
 /// file the first time the extension is loaded with one, flushed when the process exits.
 ///
+/// At exit SQLite is off limits (the sqlite3 CLI's log callback points into its returned
+/// main()), so the exit flush ships only what the spool holds; the snapshot a new backup starts
+/// with is waited for when the host closes its last connection to the database, while SQLite
+/// still works.
+///
 /// Forking hosts load it, then fork: the state is guarded by the shim's process lock (consistent
 /// in a child, unlike a Foundation lock another thread may have held at the fork), and the
 /// Replicator builds new uploaders in a child, so a child's exit flushes through whichever
@@ -44,7 +49,13 @@ final class ExtensionState: @unchecked Sendable {
         self.replicator = replicator
         self.exitFlushTimeout = exitFlushTimeout
         self.configPath = absolute
+        // A base snapshot needs SQLite, which the exit handler cannot use: the host's last
+        // connection to close waits for it instead (vr_set_close_wait).
+        ReplicatedVFS.setLastCloseWait(exitFlushTimeout)
         atexit {
+            // First: the host's main() has returned, and what its SQLite log callback points at
+            // may be gone; from here on nothing of ours runs SQLite (vr_process_exit_begin).
+            ReplicatedVFS.beginProcessExit()
             ExtensionState.shared.flushAtExit()
         }
     }

@@ -217,7 +217,7 @@ struct S3ReplicationTests {
              "--error-rate", "0.15", "--reset-rate", "0.05", "--slow-rate", "0.05", "--slow-seconds", "1",
              "--truncate-rate", "0.05"],
             logPath: dir + "/proxy.log")
-        defer { proxy.stop() }
+        defer { proxy.stop(timeout: 1) }  // it holds no state worth a graceful stop
         #expect(TestSupport.waitUntil(timeout: 10) { FileManager.default.fileExists(atPath: dir + "/port") })
         let port = try String(contentsOfFile: dir + "/port", encoding: .utf8)
         try ("databases:\n  - path: app.db\n" + s3YAML(server, bucket: bucket, prefix: "app", endpoint: "http://127.0.0.1:\(port)") + "\n    max-delay: 20ms\n")

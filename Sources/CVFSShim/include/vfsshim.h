@@ -208,6 +208,23 @@ void vr_process_unlock(void);
 void vr_fork_hold_begin(void);
 void vr_fork_hold_end(void);
 
+/* Process exit. The loadable extension calls vr_process_exit_begin first thing in its exit
+ * handler: by then the host's main() has returned, and SQLite calls its log callback with
+ * whatever main() left (the sqlite3 CLI passes a pointer into main()'s frame, which exit()'s
+ * own frames overwrite: a log message then crashes the host). From then on the shim logs
+ * nothing and the library's vr_sql_* calls refuse to run (VR_SQL_EXITING). */
+void vr_process_exit_begin(void);
+int vr_process_exiting(void);
+/* How long (ms, 0: never, the default) the host's last connection to close a database waits for
+ * this process's uploader to ship the database's base snapshot, which needs SQLite and so cannot
+ * be taken at exit. The loadable extension sets it to its exit-flush timeout. */
+void vr_set_close_wait(int64_t ms);
+/* Set by the uploader in this process. `needed`: it still has to ship the base snapshot (the
+ * lineage start), or has not looked yet; 0 once shipped, or when another process uploads.
+ * `idleAtTxid`: its last attempt found nothing to snapshot (no database yet, not in WAL mode)
+ * while the last TXID was this; a close waits only once a commit came since. UINT64_MAX: none. */
+void vr_db_set_base_pending(vr_db *_Nonnull db, int needed, uint64_t idleAtTxid);
+
 /* Records a lineage break (RESET) at the current WAL position with the next TXID; `w` must hold
  * the write lock (inside BEGIN IMMEDIATE). The uploader uses it, rarely, when it needs a TXID
  * above the replica's for a snapshot and no new commit brings one. */
@@ -261,6 +278,7 @@ enum {
     VR_SQL_EMPTY = 16,
     VR_SQL_ROW = 100,
     VR_SQL_DONE = 101,
+    VR_SQL_EXITING = 0x10000, /* refused: the process is exiting (vr_process_exit_begin) */
     VR_OPEN_READONLY = 0x1,
     VR_OPEN_READWRITE = 0x2,
     VR_OPEN_CREATE = 0x4,

@@ -37,6 +37,19 @@ public enum ReplicatedVFS {
         return SpoolHandle(db)
     }
 
+    /// For a host that ends by calling `exit()` (the loadable extension's exit handler): from
+    /// now on the library runs no SQLite call and the shim logs nothing, because the host's
+    /// `main()` has returned and its SQLite log callback may point at what it left (see
+    /// `vr_process_exit_begin`). A base snapshot still to be taken then waits for the next process.
+    public static func beginProcessExit() { vr_process_exit_begin() }
+
+    /// Whether `beginProcessExit()` was called.
+    public static var processIsExiting: Bool { vr_process_exiting() != 0 }
+
+    /// How long the host's last connection to close a database waits for its base snapshot to
+    /// ship (see `vr_set_close_wait`); zero (the default) never waits.
+    public static func setLastCloseWait(_ d: Duration) { vr_set_close_wait(d.milliseconds) }
+
     /// Whether io_uring carries the batched writes in this process (else plain syscalls).
     public static var ioUringAvailable: Bool { vr_io_uring_available() == 1 }
 
@@ -92,6 +105,10 @@ struct SpoolHandle: @unchecked Sendable {
     func workGeneration() -> UInt32 { vr_db_work_gen(raw) }
     func waitForWork(generation: UInt32, timeout: Duration) { vr_db_wait_work(raw, generation, timeout.milliseconds) }
     func kick() { vr_db_kick(raw) }
+    /// See `vr_db_set_base_pending`.
+    func setBasePending(_ needed: Bool, idleAtTXID: UInt64? = nil) {
+        vr_db_set_base_pending(raw, needed ? 1 : 0, idleAtTXID ?? .max)
+    }
     /// See `vr_db_raise_txid_floor`.
     func raiseTXIDFloor(_ floor: UInt64) { vr_db_raise_txid_floor(raw, floor) }
 

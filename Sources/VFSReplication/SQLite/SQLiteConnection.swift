@@ -20,6 +20,7 @@ final class SQLiteConnection {
     init(path: String, flags: OpenFlags, vfs: String? = nil, busyTimeoutMs: Int32 = 10_000) throws {
         var db: OpaquePointer?
         let rc = vr_sql_open(path, flags.rawValue, vfs, &db)
+        if rc == Int32(VR_SQL_EXITING) { throw Self.exiting(path) }
         guard rc == Int32(VR_SQL_OK), let db else {
             let message = String(cString: vr_sql_errmsg(db))
             vr_sql_close(db)
@@ -34,8 +35,14 @@ final class SQLiteConnection {
 
     var errorMessage: String { String(cString: vr_sql_errmsg(handle)) }
 
+    /// The process is exiting: no SQLite call runs any more (`ReplicatedVFS.beginProcessExit`).
+    static func exiting(_ path: String) -> ReplicationError {
+        ReplicationError(.shutDown, "database \(path): not opened with SQLite: the process is exiting")
+    }
+
     func exec(_ sql: String) throws {
         let rc = vr_sql_exec(handle, sql)
+        if rc == Int32(VR_SQL_EXITING) { throw Self.exiting(path) }
         guard rc == Int32(VR_SQL_OK) else {
             throw ReplicationError(.sqlite, "database \(path): \(sql): \(errorMessage) (SQLite result code \(rc))")
         }
@@ -44,7 +51,9 @@ final class SQLiteConnection {
     /// Runs a query and returns the first column of every row as text.
     func column(_ sql: String, limit: Int = .max) throws -> [String] {
         var stmt: OpaquePointer?
-        guard vr_sql_prepare(handle, sql, &stmt) == Int32(VR_SQL_OK), let stmt else {
+        let prepared = vr_sql_prepare(handle, sql, &stmt)
+        if prepared == Int32(VR_SQL_EXITING) { throw Self.exiting(path) }
+        guard prepared == Int32(VR_SQL_OK), let stmt else {
             throw ReplicationError(.sqlite, "database \(path): \(sql): \(errorMessage)")
         }
         defer { vr_sql_finalize(stmt) }
@@ -52,6 +61,7 @@ final class SQLiteConnection {
         while rows.count < limit {
             let rc = vr_sql_step(stmt)
             if rc == Int32(VR_SQL_DONE) { break }
+            if rc == Int32(VR_SQL_EXITING) { throw Self.exiting(path) }
             guard rc == Int32(VR_SQL_ROW) else {
                 throw ReplicationError(.sqlite, "database \(path): \(sql): \(errorMessage) (SQLite result code \(rc))")
             }

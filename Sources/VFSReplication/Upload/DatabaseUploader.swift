@@ -57,6 +57,9 @@ final class DatabaseUploader: @unchecked Sendable {
     private var filesUploaded = 0
     private var bytesUploaded: Int64 = 0
     private var spoolRepairs = 0
+    /// A snapshot is needed, and the process began to exit before it was taken (SQLite cannot
+    /// be used any more): a flush fails at once instead of waiting out its timeout.
+    private var snapshotBlockedAtExit = false
 
     // Uploader-thread state:
     private var reader: SpoolReader
@@ -70,6 +73,10 @@ final class DatabaseUploader: @unchecked Sendable {
     /// The database has content no write through the VFS will bring (never captured, or changed
     /// while closed): the next round records a lineage start itself (issue: existing databases).
     private var forceLineageStart = false
+    /// The last snapshot attempt found nothing to read (no database yet, not in WAL mode) while
+    /// this was the last TXID: a closing connection waits for it only once a commit came since
+    /// (`publishBasePending`).
+    private var snapshotFoundNothingAt: UInt64?
 
     init(
         config: DatabaseConfig, spool: SpoolHandle, replica: any ReplicaClient, logger: Logger,
@@ -101,6 +108,8 @@ final class DatabaseUploader: @unchecked Sendable {
         guard !running else { return }
         running = true
         stopRequested = false
+        // Until the thread has looked, the host's last close waits for it (vr_set_close_wait).
+        spool.setBasePending(true)
         let t = Thread { [self] in self.run() }
         t.name = "vfs-upload \(URL(fileURLWithPath: config.path).lastPathComponent)"
         thread = t
@@ -143,6 +152,9 @@ final class DatabaseUploader: @unchecked Sendable {
             if st.shippedTxid >= target { return }
             if fenced {
                 throw ReplicationError(.fenced, "database \(config.path): \(lastError ?? "fenced")")
+            }
+            if snapshotBlockedAtExit {
+                throw ReplicationError(.shutDown, Self.blockedAtExitMessage(config.path))
             }
             if Date() >= deadline {
                 let detail = lastError.map { ": last error: \($0)" } ?? ""
@@ -189,6 +201,7 @@ final class DatabaseUploader: @unchecked Sendable {
             }
 
             if isFenced {
+                spool.setBasePending(false)
                 if stopping { break }
                 sleepOrWake(.milliseconds(500), generation: generation)
                 continue
@@ -204,6 +217,7 @@ final class DatabaseUploader: @unchecked Sendable {
                     }
                 }
                 if !isUploader {
+                    spool.setBasePending(false)  // another process ships it
                     // A flush here while another process ships: poll the election every 10 ms
                     // rather than spin on it (a waiting flush cuts a futex wait short).
                     if flushing { sleepOrWake(.milliseconds(10)) } else { sleepOrWake(.milliseconds(200), generation: generation) }
@@ -212,6 +226,7 @@ final class DatabaseUploader: @unchecked Sendable {
             }
 
             do {
+                defer { publishBasePending() }
                 try step(flushing: flushing)
                 backoff = .milliseconds(100)
                 recordError(nil)
@@ -259,10 +274,17 @@ final class DatabaseUploader: @unchecked Sendable {
             spool.resign()
             setUploader(false)
         }
+        spool.setBasePending(false)
         cond.lock()
         running = false
         cond.broadcast()
         cond.unlock()
+    }
+
+    /// Tells the shim whether a host's last connection to close should wait for this thread's
+    /// base snapshot: at exit it can no longer be taken (see `vr_set_close_wait`).
+    private func publishBasePending() {
+        spool.setBasePending(!fenced && (!startedUp || needSnapshot), idleAtTXID: snapshotFoundNothingAt)
     }
 
     private func setUploader(_ value: Bool) {
@@ -316,6 +338,15 @@ final class DatabaseUploader: @unchecked Sendable {
             try repairSpool(error)
         }
         if needSnapshot {
+            if ReplicatedVFS.processIsExiting {
+                // Taking a snapshot needs SQLite, which exit handlers must not use (see
+                // vr_process_exit_begin): the commits stay in the spool for the next process.
+                cond.lock()
+                snapshotBlockedAtExit = true
+                cond.broadcast()
+                cond.unlock()
+                throw ReplicationError(.shutDown, Self.blockedAtExitMessage(config.path))
+            }
             try shipSnapshot()
             reportPending()
             return
@@ -324,6 +355,10 @@ final class DatabaseUploader: @unchecked Sendable {
             try shipBatch()
         }
         reportPending()
+    }
+
+    static func blockedAtExitMessage(_ path: String) -> String {
+        "database \(path): not backed up yet: the snapshot that starts its backup was not taken before the process began to exit, and SQLite cannot be used by exit handlers; its commits stay in the spool beside it and ship when it is next opened with replication (or run vfs-replicate --once)"
     }
 
     /// Another writer owns the replica: stop shipping for good, keep the spool, say so everywhere.
@@ -381,6 +416,7 @@ final class DatabaseUploader: @unchecked Sendable {
         let st = spool.state()
         let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
         if readPos < end {
+            snapshotFoundNothingAt = nil
             try reader.scan(from: readPos, to: end) { record, next in
                 switch record {
                 case .frames(let txid, let pageSize, let pages):
@@ -621,7 +657,9 @@ final class DatabaseUploader: @unchecked Sendable {
             forceLineageStart = false
             return
         }
+        let lastBefore = spool.state().lastTxid
         guard let snap = try SnapshotReader(databasePath: spool.databasePath) else {
+            snapshotFoundNothingAt = lastBefore
             return  // no database content yet; the first commit will bring it
         }
         defer { snap.close() }
