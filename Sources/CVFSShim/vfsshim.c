@@ -1756,7 +1756,7 @@ static int vrUnfetch(sqlite3_file *pFile, sqlite3_int64 off, void *pPage) {
  * VFS are refused at their first lock (vrLock), before any journal exists. A new database gets
  * SQLite's default page size and encoding (a later PRAGMA page_size finds it created). Opens
  * only: never on the commit path. */
-static void ensureWal(const char *zName, sqlite3_file *real) {
+static void ensureWal(const char *zName, sqlite3_file *real, int busyMs) {
     sqlite3_int64 size = 0;
     if (real->pMethods->xFileSize(real, &size) != SQLITE_OK) return;
     if (size > 0) {
@@ -1769,7 +1769,7 @@ static void ensureWal(const char *zName, sqlite3_file *real) {
     char mode[16] = "";
     int rc = sqlite3_open_v2(zName, &c, SQLITE_OPEN_READWRITE | SQLITE_OPEN_PRIVATECACHE, gParent->zName);
     if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(c, VR_WAL_SWITCH_BUSY_MS);
+        sqlite3_busy_timeout(c, busyMs);
         sqlite3_stmt *st = NULL;
         rc = sqlite3_prepare_v2(c, "PRAGMA journal_mode=WAL", -1, &st, NULL);
         if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1821,7 +1821,10 @@ static int vrOpen(sqlite3_vfs *pVfs, sqlite3_filename zName, sqlite3_file *pFile
         pFile->pMethods = NULL;
         return rc;
     }
-    if (db && !pMain && (flags & SQLITE_OPEN_READWRITE)) ensureWal(zName, p->pReal);
+    /* The uploader's own connections try the switch once, without waiting: waiting for the
+     * exclusive lock holds PENDING, and an app's write or schema read then fails with
+     * SQLITE_BUSY if it has no busy handler (GRDB's default); a later round tries again. */
+    if (db && !pMain && (flags & SQLITE_OPEN_READWRITE)) ensureWal(zName, p->pReal, tUploaderSql ? 0 : VR_WAL_SWITCH_BUSY_MS);
     p->pDb = db;
     if (db && !pMain && !tUploaderSql) {
         p->hostOpen = 1;

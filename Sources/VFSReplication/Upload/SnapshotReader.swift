@@ -23,7 +23,10 @@ final class SnapshotReader {
     /// Returns nil when the database does not exist yet, has no pages or is not in WAL mode yet.
     init?(databasePath: String) throws {
         self.databasePath = databasePath
-        guard FileManager.default.fileExists(atPath: databasePath) else { return nil }
+        // Not yet a WAL database (being created, or in rollback mode): nothing to snapshot, and
+        // no connection, whose open would try to switch it and so take locks an app's
+        // connection without a busy handler then meets (SQLITE_BUSY).
+        guard Self.headerSaysWAL(databasePath) else { return nil }
         let reader = try SQLiteConnection(path: databasePath, flags: .readWrite, vfs: ReplicatedVFS.name)
         self.reader = reader
         do {
@@ -59,6 +62,15 @@ final class SnapshotReader {
     }
 
     deinit { close() }
+
+    /// Bytes 18 and 19 of the database header are 2 in WAL mode (read without SQLite).
+    private static func headerSaysWAL(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        var h = [UInt8](repeating: 0, count: 20)
+        return pread(fd, &h, 20, 0) == 20 && h[18] == 2 && h[19] == 2
+    }
 
     func readPage(_ pgno: UInt32, into buf: UnsafeMutableRawBufferPointer) throws {
         let rc = vr_snapshot_read_page(snap!, pgno, buf.baseAddress!)
