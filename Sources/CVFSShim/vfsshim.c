@@ -2009,6 +2009,25 @@ void vr_vfs_unregister(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* Snapshots                                                                                   */
 
+int vr_file_read_prefix(const char *path, void *buf, int n) {
+    if (n <= 0 || vr_ensure_api()) return -1;
+    sqlite3_vfs *ux = sqlite3_vfs_find("unix");
+    if (!ux) return -1;
+    sqlite3_file *f = calloc(1, (size_t)ux->szOsFile);
+    if (!f) return -1;
+    int outFlags = 0, got = -1;
+    if (ux->xOpen(ux, path, f, SQLITE_OPEN_READONLY | SQLITE_OPEN_MAIN_DB, &outFlags) == SQLITE_OK) {
+        sqlite3_int64 size = 0;
+        if (f->pMethods->xFileSize(f, &size) == SQLITE_OK) {
+            int want = size < n ? (int)size : n;
+            got = want == 0 || f->pMethods->xRead(f, buf, want, 0) == SQLITE_OK ? want : -1;
+        }
+    }
+    if (f->pMethods) f->pMethods->xClose(f); /* unix VFS: kept open while this process holds locks */
+    free(f);
+    return got;
+}
+
 int vr_db_force_reset(sqlite3 *w) {
     sqlite3_file *wf = NULL;
     if (sqlite3_file_control(w, "main", SQLITE_FCNTL_FILE_POINTER, &wf) != SQLITE_OK || !wf ||

@@ -230,6 +230,14 @@ void vr_db_set_base_pending(vr_db *_Nonnull db, int needed, uint64_t idleAtTxid)
  * above the replica's for a snapshot and no new commit brings one. */
 int vr_db_force_reset(sqlite3 *_Nonnull w);
 
+/* Reads up to `n` bytes from the start of a database file through SQLite's "unix" VFS; returns
+ * how many (0 for an empty file) or -1 when it cannot be opened or read. Never open() and close()
+ * a database file directly in a process that may have it open with SQLite: close() drops every
+ * POSIX lock the process holds on the file, SQLite's included, and another process may then
+ * checkpoint and delete the WAL under a live connection. The unix VFS defers that close while
+ * locks are held. */
+int vr_file_read_prefix(const char *_Nonnull path, void *_Nonnull buf, int n);
+
 /* Snapshot support, without ever taking the write lock (application writers are never blocked).
  * The uploader opens a connection through the VFS, marks it with the file control
  * VR_FCNTL_SNAPSHOT_READER, starts a read transaction (BEGIN; SELECT ...) and calls

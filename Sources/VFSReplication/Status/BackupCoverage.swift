@@ -61,11 +61,10 @@ enum BackupCoverage {
         /// nothing: that is what the VFS leaves when it creates a new database in WAL mode.
         private static func mainFileHasSchema(path: String, size: UInt64) -> Bool {
             guard size >= 108 else { return false }
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { return true }  // unreadable: do not call it empty
-            defer { close(fd) }
+            // Read through SQLite's unix VFS, never open()/close(): this process may have the
+            // database open, and close() would drop its locks (see vr_file_read_prefix).
             var h = [UInt8](repeating: 0, count: 108)
-            guard pread(fd, &h, 108, 0) == 108 else { return true }
+            guard vr_file_read_prefix(path, &h, 108) == 108 else { return true }  // unreadable: not empty
             var pageSize = UInt64(h[16]) << 8 | UInt64(h[17])
             if pageSize == 1 { pageSize = 65536 }
             let leafCells = UInt16(h[103]) << 8 | UInt16(h[104])

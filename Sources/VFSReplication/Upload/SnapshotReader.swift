@@ -63,13 +63,16 @@ final class SnapshotReader {
 
     deinit { close() }
 
-    /// Bytes 18 and 19 of the database header are 2 in WAL mode (read without SQLite).
+    /// Whether the database is in WAL mode, read without SQLite: bytes 18 and 19 of its header
+    /// are 2; or the main file is still empty and its WAL holds frames (a database created in
+    /// WAL mode has its first pages only in the WAL until a checkpoint).
     private static func headerSaysWAL(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { Glibc.close(fd) }
         var h = [UInt8](repeating: 0, count: 20)
-        return pread(fd, &h, 20, 0) == 20 && h[18] == 2 && h[19] == 2
+        let n = vr_file_read_prefix(path, &h, 20)  // not open()/close(): see vr_file_read_prefix
+        if n == 20 { return h[18] == 2 && h[19] == 2 }
+        guard n == 0 else { return false }
+        var st = stat()
+        return stat(path + "-wal", &st) == 0 && st.st_size > 32
     }
 
     func readPage(_ pgno: UInt32, into buf: UnsafeMutableRawBufferPointer) throws {
