@@ -2010,7 +2010,17 @@ void vr_vfs_unregister(void) {
 /* Snapshots                                                                                   */
 
 int vr_file_read_prefix(const char *path, void *buf, int n) {
-    if (n <= 0 || vr_ensure_api()) return -1;
+    if (n <= 0) return -1;
+    if (vr_process_exiting()) {
+        /* No SQLite once the process exits (vr_process_exit_begin); the connections that a
+         * close() here could unlock will not write again. */
+        int fd = vr_sys_open(path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0) return -1;
+        ssize_t got = pread(fd, buf, (size_t)n, 0);
+        close(fd);
+        return got < 0 ? -1 : (int)got;
+    }
+    if (vr_ensure_api()) return -1;
     sqlite3_vfs *ux = sqlite3_vfs_find("unix");
     if (!ux) return -1;
     sqlite3_file *f = calloc(1, (size_t)ux->szOsFile);

@@ -235,7 +235,8 @@ int vr_db_force_reset(sqlite3 *_Nonnull w);
  * a database file directly in a process that may have it open with SQLite: close() drops every
  * POSIX lock the process holds on the file, SQLite's included, and another process may then
  * checkpoint and delete the WAL under a live connection. The unix VFS defers that close while
- * locks are held. */
+ * locks are held. Once the process exits (vr_process_exit_begin) it reads with plain system
+ * calls instead. */
 int vr_file_read_prefix(const char *_Nonnull path, void *_Nonnull buf, int n);
 
 /* Snapshot support, without ever taking the write lock (application writers are never blocked).
