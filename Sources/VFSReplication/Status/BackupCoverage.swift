@@ -27,12 +27,6 @@ enum BackupCoverage {
         return nil
     }
 
-    /// Whether the database holds anything to back up: a WAL with frames, or a schema (false
-    /// for no file, or the empty page 1 the VFS writes when it creates a database).
-    static func hasContent(databasePath: String) -> Bool {
-        DatabaseFile(path: databasePath)?.hasContent ?? false
-    }
-
     /// Whether an uploader must record a lineage start itself (take the write lock for an
     /// instant) for the database's current state to reach the replica: it has content that no
     /// write through the VFS will bring, because nothing was ever captured or it changed while

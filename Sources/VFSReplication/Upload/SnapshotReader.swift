@@ -27,11 +27,6 @@ final class SnapshotReader {
         // no connection, whose open would try to switch it and so take locks an app's
         // connection without a busy handler then meets (SQLITE_BUSY).
         guard Self.headerSaysWAL(databasePath) else { return nil }
-        // Nothing in it yet (a database the app has just created): no connection either. The
-        // first to read a new WAL rebuilds its index under exclusive locks, and an app whose
-        // connection has no busy handler (GRDB's DatabaseQueue) must not meet ours doing that;
-        // the app's first commit brings the content, and the snapshot follows it.
-        guard BackupCoverage.hasContent(databasePath: databasePath) else { return nil }
         let reader = try SQLiteConnection(path: databasePath, flags: .readWrite, vfs: ReplicatedVFS.name)
         self.reader = reader
         do {
