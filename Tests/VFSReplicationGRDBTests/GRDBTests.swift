@@ -50,6 +50,9 @@ struct GRDBTests {
             try? FileManager.default.removeItem(atPath: dir)
         }
         var config = Configuration()
+        // DatabaseQueue's default is no busy handler; the uploader's own connections need one
+        // (README: "Give every connection of the app a busy timeout").
+        config.busyMode = .timeout(10)
         config.prepareDatabase { db in try db.execute(sql: "PRAGMA journal_mode=WAL") }
         let queue = try DatabaseQueue(path: "file:\(dir)/queue.db?vfs=replicated", configuration: config)
         try queue.write { db in
@@ -69,7 +72,9 @@ struct GRDBTests {
             replicator.shutdown(timeout: .seconds(5))
             try? FileManager.default.removeItem(atPath: dir)
         }
-        let pool = try DatabasePool(path: "file:\(dir)/pool.db?vfs=replicated")
+        var config = Configuration()
+        config.busyMode = .timeout(10)  // as the README asks of every connection
+        let pool = try DatabasePool(path: "file:\(dir)/pool.db?vfs=replicated", configuration: config)
         try pool.write { db in
             try db.execute(sql: "CREATE TABLE player(id INTEGER PRIMARY KEY, name TEXT NOT NULL, score INT)")
         }
