@@ -14,43 +14,19 @@ import Testing
 @Suite("Loadable extension at process exit", .serialized)
 struct ExtensionExitTests {
     /// SeaweedFS behind the fault proxy, every request delayed by `delay` seconds.
-    private func slowReplica(_ dir: String, delay: Double) throws -> (config: String, bucket: String, proxy: TestSupport.BackgroundProcess) {
+    private func slowReplica(_ dir: String, delay: Double) throws -> (config: String, bucket: String, proxy: FaultProxy)
+    {
         let server = try SeaweedFS.shared()
         let bucket = try server.makeBucket("exit")
-        let upstream = server.endpoint.replacingOccurrences(of: "http://", with: "")
-        let proxy = try TestSupport.BackgroundProcess(
-            "/usr/bin/python3",
-            [TestSupport.packageRoot + "/Tests/Fixtures/s3_fault_proxy.py", "--upstream", upstream,
-             "--port-file", dir + "/port", "--slow-rate", "1", "--slow-seconds", "\(delay)"],
-            logPath: dir + "/proxy.log")
-        guard TestSupport.waitUntil(timeout: 10, { FileManager.default.fileExists(atPath: dir + "/port") }) else {
-            proxy.stop()
-            throw ReplicationError(.io, "the fault proxy did not start: \(dir)/proxy.log")
-        }
-        let port = try String(contentsOfFile: dir + "/port", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let config = dir + "/replication.yml"
-        try """
-        databases:
-          - path: app.db
-            max-delay: 50ms
-            replica:
-              url: s3://\(bucket)/app
-              endpoint: http://127.0.0.1:\(port)
-              region: us-east-1
-              force-path-style: true
-              access-key-id: \(SeaweedFS.accessKeyID)
-              secret-access-key: \(SeaweedFS.secretAccessKey)
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let proxy = try FaultProxy(server, dir: dir, arguments: ["--slow-rate", "1", "--slow-seconds", "\(delay)"])
+        let config = try SeaweedFS.writeReplicationConfig(
+            dir: dir, bucket: bucket, endpoint: proxy.endpoint, maxDelay: "50ms")
         return (config, bucket, proxy)
     }
 
-    private func environment(_ config: String) -> [String: String] {
-        var e = TestSupport.childEnvironment()
-        e["VFS_REPLICATION_CONFIG"] = config
-        return e
-    }
-
-    private func expectRestoredEqual(_ dir: String, bucket: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    private func expectRestoredEqual(_ dir: String, bucket: String, sourceLocation: SourceLocation = #_sourceLocation)
+        throws
+    {
         let server = try SeaweedFS.shared()
         let out = dir + "/restored.db"
         _ = try ReplicaRestorer.restore(
@@ -67,7 +43,10 @@ struct ExtensionExitTests {
             Issue.record("libvfsreplication.so is not built (scripts/test builds it into .build-ext/release)")
             return
         }
-        guard let cc = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+        guard
+            let cc = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
         else {
             Issue.record("no C compiler (cc) to build Tests/Fixtures/exit_host.c")
             return
@@ -75,11 +54,13 @@ struct ExtensionExitTests {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let host = dir + "/exit_host"
-        let built = try TestSupport.run(cc, ["-O1", "-o", host, TestSupport.packageRoot + "/Tests/Fixtures/exit_host.c", "-lsqlite3"])
+        let built = try TestSupport.run(
+            cc, ["-O1", "-o", host, TestSupport.packageRoot + "/Tests/Fixtures/exit_host.c", "-lsqlite3"])
         try #require(built.status == 0, "\(built)")
         let (config, bucket, proxy) = try slowReplica(dir, delay: 0.2)
-        defer { proxy.stop(timeout: 1) }  // it holds no state worth a graceful stop
-        let r = try TestSupport.run(host, [lib, dir + "/app.db", "40"], environment: environment(config))
+        defer { withExtendedLifetime(proxy) {} }  // serving until the test ends
+        let r = try TestSupport.run(
+            host, [lib, dir + "/app.db", "40"], environment: TestSupport.extensionEnvironment(config: config))
         #expect(r.status == 0, "\(r)")
         #expect(!r.stderr.contains("after main() returned"), "\(r.stderr)")
         #expect(!r.stderr.contains("flush at exit failed"), "\(r.stderr)")
@@ -95,7 +76,7 @@ struct ExtensionExitTests {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (config, bucket, proxy) = try slowReplica(dir, delay: 0.2)
-        defer { proxy.stop(timeout: 1) }  // it holds no state worth a graceful stop
+        defer { withExtendedLifetime(proxy) {} }  // serving until the test ends
         let script = """
             .load \(lib)
             .log stderr
@@ -105,7 +86,8 @@ struct ExtensionExitTests {
             INSERT INTO t(x) SELECT 'row ' || value FROM generate_series(1, 300);
             DELETE FROM t WHERE id % 7 = 0;
             """
-        let r = try TestSupport.run(sqlite3, [], environment: environment(config), input: script)
+        let r = try TestSupport.run(
+            sqlite3, [], environment: TestSupport.extensionEnvironment(config: config), input: script)
         #expect(r.status == 0, "\(r)")
         #expect(!r.stderr.contains("flush at exit failed"), "\(r.stderr)")
         try expectRestoredEqual(dir, bucket: bucket)

@@ -30,12 +30,6 @@ struct ExtensionTests {
         return (dir, config, lib)
     }
 
-    private func env(_ config: String) -> [String: String] {
-        var e = TestSupport.childEnvironment()
-        e["VFS_REPLICATION_CONFIG"] = config
-        return e
-    }
-
     private func expectRebuildEqual(_ dir: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         guard let rebuild = TestSupport.builtProduct("vfs-rebuild") else {
             Issue.record("vfs-rebuild is not built", sourceLocation: sourceLocation)
@@ -75,7 +69,8 @@ struct ExtensionTests {
             UPDATE t SET x = upper(x) WHERE id % 7 = 0;
             DELETE FROM t WHERE id % 11 = 0;
             """
-        let r = try TestSupport.run(sqlite3, [], environment: env(config), input: script)
+        let r = try TestSupport.run(
+            sqlite3, [], environment: TestSupport.extensionEnvironment(config: config), input: script)
         #expect(r.status == 0, "\(r)")
         try expectRebuildEqual(dir)
     }
@@ -98,7 +93,8 @@ struct ExtensionTests {
             db.commit()
             db.close()
             """
-        let r = try TestSupport.run("/usr/bin/python3", ["-c", code], environment: env(config))
+        let r = try TestSupport.run(
+            "/usr/bin/python3", ["-c", code], environment: TestSupport.extensionEnvironment(config: config))
         #expect(r.status == 0, "\(r)")
         try expectRebuildEqual(dir)
     }
@@ -123,7 +119,8 @@ struct ExtensionTests {
             db.transaction { 50.times { |i| db.execute("UPDATE t SET x = ? WHERE id = ?", ["changed", i]) } }
             db.close
             """
-        let r = try TestSupport.run("/usr/bin/ruby", ["-e", code], environment: env(config))
+        let r = try TestSupport.run(
+            "/usr/bin/ruby", ["-e", code], environment: TestSupport.extensionEnvironment(config: config))
         #expect(r.status == 0, "\(r)")
         try expectRebuildEqual(dir)
     }
@@ -149,13 +146,17 @@ struct ExtensionTests {
             """
         let procs = try (0..<3).map { w in
             try TestSupport.BackgroundProcess(
-                "/usr/bin/python3", ["-c", code, "\(w)"], environment: env(config), logPath: dir + "/worker\(w).log")
+                "/usr/bin/python3", ["-c", code, "\(w)"], environment: TestSupport.extensionEnvironment(config: config),
+                logPath: dir + "/worker\(w).log")
         }
         for p in procs {
             p.process.waitUntilExit()
-            #expect(p.process.terminationStatus == 0, "\((try? String(contentsOfFile: p.logPath, encoding: .utf8)) ?? "")")
+            #expect(
+                p.process.terminationStatus == 0, "\((try? String(contentsOfFile: p.logPath, encoding: .utf8)) ?? "")")
         }
-        #expect(try TestSupport.sqlite(dir + "/app.db", "SELECT count(*) FROM t").trimmingCharacters(in: .whitespacesAndNewlines) == "450")
+        #expect(
+            try TestSupport.sqlite(dir + "/app.db", "SELECT count(*) FROM t").trimmingCharacters(
+                in: .whitespacesAndNewlines) == "450")
         try expectRebuildEqual(dir)
     }
 
@@ -174,15 +175,18 @@ struct ExtensionTests {
         try "databases:\n  - path: adir\n    replica: {url: file://\(dir)/replica}\n"
             .write(toFile: folder, atomically: true, encoding: .utf8)
         let good = dir + "/replication.yml"
-        var nan = env(good)
+        var nan = TestSupport.extensionEnvironment(config: good)
         nan["VFS_REPLICATION_EXIT_FLUSH_SECONDS"] = "nan"
-        var huge = env(good)
+        var huge = TestSupport.extensionEnvironment(config: good)
         huge["VFS_REPLICATION_EXIT_FLUSH_SECONDS"] = "1e300"
         return [
-            ("missing config", env(dir + "/missing.yml"), "configuration file does not exist"),
-            ("unknown key", env(unknownKey), "unknown key 'max_delay'"),
-            ("deep nesting", env(deep), "nest more than"),
-            ("folder as database", env(folder), "names a folder"),
+            (
+                "missing config", TestSupport.extensionEnvironment(config: dir + "/missing.yml"),
+                "configuration file does not exist"
+            ),
+            ("unknown key", TestSupport.extensionEnvironment(config: unknownKey), "unknown key 'max_delay'"),
+            ("deep nesting", TestSupport.extensionEnvironment(config: deep), "nest more than"),
+            ("folder as database", TestSupport.extensionEnvironment(config: folder), "names a folder"),
             ("exit flush nan", nan, "VFS_REPLICATION_EXIT_FLUSH_SECONDS='nan'"),
             ("exit flush 1e300", huge, "VFS_REPLICATION_EXIT_FLUSH_SECONDS='1e300'"),
         ]
@@ -310,7 +314,8 @@ struct ExtensionTests {
                 db.commit()
             db.close()
             """
-        let r = try TestSupport.run("/usr/bin/python3", ["-c", code], environment: env(config))
+        let r = try TestSupport.run(
+            "/usr/bin/python3", ["-c", code], environment: TestSupport.extensionEnvironment(config: config))
         #expect(r.status == 0, "\(r)")
         #expect(r.stdout.contains("vfsreplication: \(dir)/missing.yml: configuration file does not exist"), "\(r)")
         try expectRebuildEqual(dir)

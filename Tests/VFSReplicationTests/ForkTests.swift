@@ -12,12 +12,6 @@ import Testing
 /// uploader lock alive, and take over shipping once the parent is gone.
 @Suite("Forked processes", .serialized)
 struct ForkTests {
-    private func env(_ config: String) -> [String: String] {
-        var e = TestSupport.childEnvironment()
-        e["VFS_REPLICATION_CONFIG"] = config
-        return e
-    }
-
     /// Alive and not a zombie (an orphan's zombie may linger when PID 1 does not reap).
     static func isAlive(_ pid: Int32) -> Bool {
         guard kill(pid, 0) == 0 else { return false }
@@ -29,8 +23,9 @@ struct ForkTests {
     }
 
     /// `vfs-status --json` for the one database of `config`.
-    static func statusJSON(_ config: String) throws -> (healthy: Bool, local: Int, durable: Int, pid: Int32?, raw: String)
-    {
+    static func statusJSON(_ config: String) throws -> (
+        healthy: Bool, local: Int, durable: Int, pid: Int32?, raw: String
+    ) {
         guard let status = TestSupport.builtProduct("vfs-status") else { throw TestFailure("vfs-status is not built") }
         let r = try TestSupport.run(status, ["--config", config, "--json"])
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
@@ -90,7 +85,8 @@ struct ForkTests {
             sys.exit(0)
             """
         let parent = try TestSupport.BackgroundProcess(
-            "/usr/bin/python3", ["-c", code, parentEnd], environment: env(config), logPath: dir + "/python.log")
+            "/usr/bin/python3", ["-c", code, parentEnd], environment: TestSupport.extensionEnvironment(config: config),
+            logPath: dir + "/python.log")
         // Not waitUntilExit: Foundation sees the exit only once the child (which inherits its
         // monitoring descriptor) exits too.
         #expect(TestSupport.waitUntil(timeout: 60) { !Self.isAlive(parent.process.processIdentifier) }, "\(parent.log)")
@@ -152,12 +148,15 @@ struct ForkTests {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let config = dir + "/replication.yml"
-        try (["databases:"]
-            + names.map { "  - path: \($0).db\n    replica:\n      url: file://\(dir)/replica-\($0)\n    max-delay: 50ms" })
+        try
+            (["databases:"]
+            + names.map {
+                "  - path: \($0).db\n    replica:\n      url: file://\(dir)/replica-\($0)\n    max-delay: 50ms"
+            })
             .joined(separator: "\n").write(toFile: config, atomically: true, encoding: .utf8)
         let fixtures = TestSupport.packageRoot + "/Tests/Fixtures/puma"
         let port = try SeaweedFS.freePorts(1)[0]
-        var e = env(config)
+        var e = TestSupport.extensionEnvironment(config: config)
         e["VFS_EXTENSION"] = lib
         e["APP_DIR"] = dir
         e["PORT"] = "\(port)"
@@ -218,7 +217,8 @@ struct ForkTests {
             let out = dir + "/restored-\(name).db"
             let r = try TestSupport.run(rebuild, ["--replica", "file://\(dir)/replica-\(name)", "--output", out])
             #expect(r.status == 0, "\(name): \(r)")
-            #expect(try TestSupport.dump(out) == TestSupport.dump(dir + "/\(name).db"), "\(name) differs from its replica")
+            #expect(
+                try TestSupport.dump(out) == TestSupport.dump(dir + "/\(name).db"), "\(name) differs from its replica")
             let rows = try TestSupport.sqlite(dir + "/\(name).db", "SELECT count(*) FROM hits")
             #expect((Int(rows.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= 200, "\(name): \(rows)")
         }

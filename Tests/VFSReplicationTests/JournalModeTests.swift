@@ -101,12 +101,6 @@ struct JournalModeTests {
         return (dir, try writeReplicationConfig(dir: dir), lib)
     }
 
-    private func env(_ config: String) -> [String: String] {
-        var e = TestSupport.childEnvironment()
-        e["VFS_REPLICATION_CONFIG"] = config
-        return e
-    }
-
     private func expectReplicaEqual(_ dir: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let out = dir + "/restored.db"
         _ = try ReplicaRestorer.restore(
@@ -151,7 +145,8 @@ struct JournalModeTests {
             print(db.execute("PRAGMA journal_mode").fetchone()[0])
             db.close()
             """)
-        let r = try TestSupport.run("/usr/bin/python3", ["-c", code], environment: env(config))
+        let r = try TestSupport.run(
+            "/usr/bin/python3", ["-c", code], environment: TestSupport.extensionEnvironment(config: config))
         #expect(r.status == 0, "\(r)")
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "wal", "\(r)")
         #expect(try Self.journalMode(dir + "/app.db") == "wal")
@@ -171,7 +166,8 @@ struct JournalModeTests {
             puts db.get_first_value("PRAGMA journal_mode")
             db.close
             """)
-        let r = try TestSupport.run("/usr/bin/ruby", ["-e", code], environment: env(config))
+        let r = try TestSupport.run(
+            "/usr/bin/ruby", ["-e", code], environment: TestSupport.extensionEnvironment(config: config))
         #expect(r.status == 0, "\(r)")
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "wal", "\(r)")
         try expectReplicaEqual(dir)
@@ -190,7 +186,8 @@ struct JournalModeTests {
             print(db.execute("PRAGMA journal_mode").fetchone()[0])
             db.close()
             """)
-        let r = try TestSupport.run("/usr/bin/python3", ["-c", code], environment: env(config))
+        let r = try TestSupport.run(
+            "/usr/bin/python3", ["-c", code], environment: TestSupport.extensionEnvironment(config: config))
         #expect(r.status == 0, "\(r)")
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "wal", "\(r)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/app.db-journal"))
@@ -231,7 +228,8 @@ struct JournalModeTests {
                 plain.execute("BEGIN")
                 plain.get_first_value("SELECT count(*) FROM t")
                 """)
-        let r = try TestSupport.run("/usr/bin/ruby", ["-e", code], environment: env(config))
+        let r = try TestSupport.run(
+            "/usr/bin/ruby", ["-e", code], environment: TestSupport.extensionEnvironment(config: config))
         #expect(r.status == 0, "\(r)")
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("REFUSED SQLite3::ReadOnlyException") == true, "\(r)")

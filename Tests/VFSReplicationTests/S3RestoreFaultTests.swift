@@ -44,57 +44,6 @@ struct S3RestoreFaultTests {
         return Fixture(bucket: bucket, files: files, dumps: dumps, s3: s3)
     }
 
-    /// The fault proxy in front of the server, with `arguments` choosing the faults.
-    final class FaultProxy {
-        let process: TestSupport.BackgroundProcess
-        let port: String
-        let statsPath: String
-
-        init(_ server: SeaweedFS, dir: String, arguments: [String]) throws {
-            statsPath = dir + "/stats.json"
-            try? FileManager.default.removeItem(atPath: dir + "/port")
-            process = try TestSupport.BackgroundProcess(
-                "/usr/bin/python3",
-                [
-                    TestSupport.packageRoot + "/Tests/Fixtures/s3_fault_proxy.py", "--upstream",
-                    server.endpoint.replacingOccurrences(of: "http://", with: ""), "--port-file", dir + "/port",
-                    "--stats", statsPath, "--seed", "1", "--log-requests",
-                ] + arguments,
-                logPath: dir + "/proxy.log")
-            guard TestSupport.waitUntil(timeout: 10, { FileManager.default.fileExists(atPath: dir + "/port") }) else {
-                throw TestFailure("the fault proxy did not start: \(process.log)")
-            }
-            port = try String(contentsOfFile: dir + "/port", encoding: .utf8)
-        }
-
-        var endpoint: String { "http://127.0.0.1:\(port)" }
-
-        func stats() -> [String: Int] {
-            guard let data = FileManager.default.contents(atPath: statsPath),
-                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Int]
-            else { return [:] }
-            return object
-        }
-
-        deinit { process.stop(timeout: 5) }
-    }
-
-    static func writeConfig(dir: String, bucket: String, endpoint: String) throws -> String {
-        let path = dir + "/replication.yml"
-        try """
-        databases:
-          - path: app.db
-            replica:
-              url: s3://\(bucket)/app
-              endpoint: \(endpoint)
-              region: us-east-1
-              force-path-style: true
-              access-key-id: \(SeaweedFS.accessKeyID)
-              secret-access-key: \(SeaweedFS.secretAccessKey)
-        """.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
-
     static func rebuild(_ arguments: [String]) throws -> TestSupport.ProcessResult {
         try TestSupport.run(
             TestSupport.builtProduct("vfs-rebuild")!, arguments, environment: TestSupport.childEnvironment())
@@ -113,7 +62,9 @@ struct S3RestoreFaultTests {
         Fault(
             name: "HTML page with status 200 to a listing", arguments: ["--html-rate", "1", "--match", "list"],
             counter: "html"),
-        Fault(name: "HTML page with status 200 to a GET", arguments: ["--html-rate", "1", "--match", "get"], counter: "html"),
+        Fault(
+            name: "HTML page with status 200 to a GET", arguments: ["--html-rate", "1", "--match", "get"],
+            counter: "html"),
         Fault(name: "flipped body bytes", arguments: ["--flip-rate", "1", "--match", "get"], counter: "flip"),
         Fault(name: "connection reset", arguments: ["--reset-rate", "1"], counter: "reset"),
         Fault(name: "body cut in half", arguments: ["--truncate-rate", "1", "--match", "get"], counter: "truncate"),
@@ -125,7 +76,8 @@ struct S3RestoreFaultTests {
         try TestSupport.withTemporaryDirectory { dir in
             let fixture = try Self.makeFixture(server, dir: dir)
             let proxy = try FaultProxy(server, dir: dir, arguments: fault.arguments + ["--first-try-only"])
-            let config = try Self.writeConfig(dir: dir, bucket: fixture.bucket, endpoint: proxy.endpoint)
+            let config = try SeaweedFS.writeReplicationConfig(
+                dir: dir, bucket: fixture.bucket, endpoint: proxy.endpoint)
             let out = dir + "/restored.db"
             let r = try Self.rebuild(["--config", config, "--database", dir + "/app.db", "--output", out, "--json"])
             #expect(r.status == 0, "\(fault.name): \(r)")
@@ -152,7 +104,8 @@ struct S3RestoreFaultTests {
             try fixture.s3.client.putObject(key: key, body: .file(path: dir + "/damaged.ltx"))
             // Through the proxy (no faults), to count the GETs of that key.
             let proxy = try FaultProxy(server, dir: dir, arguments: [])
-            let config = try Self.writeConfig(dir: dir, bucket: fixture.bucket, endpoint: proxy.endpoint)
+            let config = try SeaweedFS.writeReplicationConfig(
+                dir: dir, bucket: fixture.bucket, endpoint: proxy.endpoint)
             let r = try Self.rebuild(["--config", config, "--database", dir + "/app.db", "--output", dir + "/out.db"])
             #expect(r.status != 0, "\(r)")
             // The error line (progress lines come before it).

@@ -286,6 +286,26 @@ final class SeaweedFS: @unchecked Sendable {
         return try S3Client(bucket: bucket, credentials: credentials, options: options)
     }
 
+    /// Writes `dir/replication.yml`: database `app.db`, replicated to `s3://bucket/app` at
+    /// `endpoint` (this server, or a proxy in front of it) with the test credentials.
+    static func writeReplicationConfig(dir: String, bucket: String, endpoint: String, maxDelay: String? = nil) throws
+        -> String
+    {
+        let path = dir + "/replication.yml"
+        try """
+        databases:
+          - path: app.db
+        \(maxDelay.map { "    max-delay: \($0)\n" } ?? "")    replica:
+              url: s3://\(bucket)/app
+              endpoint: \(endpoint)
+              region: us-east-1
+              force-path-style: true
+              access-key-id: \(SeaweedFS.accessKeyID)
+              secret-access-key: \(SeaweedFS.secretAccessKey)
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     /// A replica configuration for `s3://bucket/prefix` on this server.
     func replicaConfig(bucket: String, prefix: String, https: Bool = false) -> ReplicaConfig {
         ReplicaConfig(

@@ -158,6 +158,13 @@ enum TestSupport {
         return env
     }
 
+    /// A child's environment for a host that loads the extension with the config at `config`.
+    static func extensionEnvironment(config: String) -> [String: String] {
+        var e = childEnvironment()
+        e["VFS_REPLICATION_CONFIG"] = config
+        return e
+    }
+
     /// Polls `condition` every 100 ms until it holds or `timeout` seconds pass.
     static func waitUntil(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
