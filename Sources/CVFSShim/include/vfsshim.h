@@ -36,7 +36,8 @@ extern "C" {
 #define VR_REC_RESET 3u    /* lineage break: the database changed outside the shim; snapshot needed */
 #define VR_REC_SNAPSHOT 4u /* reserved (older versions: a snapshot marker) */
 
-#define VR_REC_MAGIC 0x56525331u /* 'VRS1' */
+#define VR_REC_MAGIC 0x56525331u  /* 'VRS1': older versions; hdrCrc covers the header only */
+#define VR_REC_MAGIC2 0x56525332u /* 'VRS2': hdrCrc also covers the segment number (see below) */
 
 /* Flags of a FRAMES record. */
 #define VR_FRAMES_BIGENDIAN_CKSUM 1u
@@ -173,6 +174,16 @@ int vr_db_sync_spool(vr_db *_Nonnull db);
 /* Path of spool segment `seg` into buf. */
 void vr_db_segment_path(vr_db *_Nonnull db, uint64_t seg, char *_Nonnull buf, size_t len);
 
+/* Spare segments: instead of unlinking a shipped segment, the uploader may keep it as a spare
+ * (spool/spare-K.seg, at most 4), which the next rotation renames to the new segment's name, so
+ * that appends overwrite written, cached blocks instead of allocating fresh pages. Returns 1 if
+ * segment `seg` became a spare, 0 if not (no free slot, or it is gone: the caller unlinks it).
+ * The writer takes a spare and the uploader adds or drops one by renames that never replace a
+ * file, so they need no lock between them. */
+int vr_db_add_spare(vr_db *_Nonnull db, uint64_t seg);
+/* Removes every spare segment (an idle database gives their disk space back). */
+void vr_db_drop_spares(vr_db *_Nonnull db);
+
 /* Tries to become the uploader of this database (non-blocking flock on uploader.lock).
  * Returns 1 if this process now holds the lock (or already held it), 0 if another does. */
 int vr_db_try_elect(vr_db *_Nonnull db);
@@ -264,6 +275,14 @@ void vr_snapshot_end(vr_snapshot *_Nonnull s);
 void vr_wal_checksum(int bigEndian, const void *_Nonnull data, size_t n, uint32_t *_Nonnull s);
 /* CRC-32C used for spool record headers. */
 uint32_t vr_crc32c(uint32_t crc, const void *_Nonnull data, size_t n);
+
+/* Whether `h` is a sound record header of spool segment `segment`. Segment files are recycled
+ * (a shipped segment becomes a later one, so that appends overwrite cached pages instead of
+ * allocating fresh ones), and a recycled file still holds the older segment's records past the
+ * committed end: a VRS2 header's CRC covers its segment's number, so such a record never passes
+ * for one of the segment it now sits in. VRS1 headers (written before recycling existed, never
+ * recycled) are checked as they were written. */
+int vr_rec_valid(const vr_rec_header *_Nonnull h, uint64_t segment);
 
 /* Test hooks: counts of VFS events in this process. */
 typedef struct vr_stats {

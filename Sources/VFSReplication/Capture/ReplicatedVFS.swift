@@ -82,6 +82,9 @@ struct SpoolHandle: @unchecked Sendable {
         return String(cString: buf)
     }
 
+    func addSpare(_ seg: UInt64) -> Bool { vr_db_add_spare(raw, seg) == 1 }
+    func dropSpares() { vr_db_drop_spares(raw) }
+
     func setShipped(txid: UInt64, position: SpoolPosition) {
         vr_db_set_shipped(raw, txid, position.segment, position.offset)
     }

@@ -178,8 +178,7 @@ public struct LocalReplicationState: Sendable, Equatable, Codable {
                 return got
             }
             guard n == size else { return nil }
-            let crc = withUnsafeBytes(of: &header) { vr_crc32c(0, $0.baseAddress!, size - 4) }
-            guard header.magic == VR_REC_MAGIC, crc == header.hdrCrc else { return nil }
+            guard vr_rec_valid(&header, pos.segment) != 0 else { return nil }
             if UInt32(header.kind) == VR_REC_COMMIT { return header.timestampMs }
             pos.offset += UInt64(size)
             if UInt32(header.kind) == VR_REC_FRAMES {

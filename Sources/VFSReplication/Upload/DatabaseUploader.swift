@@ -353,6 +353,8 @@ final class DatabaseUploader: @unchecked Sendable {
         }
         if policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing) == .ship {
             try shipBatch()
+        } else if batch.isEmpty {
+            reclaimIfIdle()
         }
         reportPending()
     }
@@ -798,18 +800,46 @@ final class DatabaseUploader: @unchecked Sendable {
         cond.unlock()
     }
 
-    /// Reclaims shipped spool: removes segments entirely before the shipped position and frees
-    /// the blocks of what was shipped of the segment the shim still appends to (the shim only
-    /// rotates when a writer comes, so an idle database would keep a whole shipped segment).
-    /// Nothing reads the spool before the shipped position.
+    /// Reclaims shipped spool. Segments entirely before the read position are removed, except
+    /// up to four of the newest, which become spare segments the shim renames to its next
+    /// segment at a rotation (`vr_db_add_spare`): appends then overwrite written, cached blocks
+    /// instead of allocating fresh ones (see benchmarks/README.md "Spool appends"). Nothing
+    /// reads the spool before the shipped position.
+    ///
+    /// The shipped part of the segment the shim still appends to is freed (hole-punched), and
+    /// the spares are dropped, only when `spool-max-bytes` bounds the spool (whose bound counts
+    /// bytes on disk) or once the database has been idle for `idleReclaim`: the shim only
+    /// rotates when a writer comes, so an idle database would otherwise keep them.
     private func trimSpool() {
         let st = spool.state()
+        let bounded = st.spoolLimit > 0
         var seg = readPos.segment
         while seg > 1 {
             seg -= 1
             if seg >= st.appendSeg { continue }
-            if unlink(spool.segmentPath(seg)) != 0 { break }
+            let path = spool.segmentPath(seg)
+            if !bounded, Self.worthSparing(path, segment: seg), spool.addSpare(seg) { continue }
+            if unlink(path) != 0 { break }
         }
+        if bounded { punchShipped(st) }
+    }
+
+    /// Frees what was shipped of the current segment and drops the spare segments once the
+    /// database has been idle a while (called on every idle round; cheap when there is nothing
+    /// to do).
+    private func reclaimIfIdle() {
+        let st = spool.state()
+        guard st.lastTxid != idleReclaimedAt, st.shippedTxid == st.lastTxid,
+            Self.nowMs() - st.lastCommitMs >= Int64(idleReclaim.milliseconds)
+        else { return }
+        idleReclaimedAt = st.lastTxid
+        spool.dropSpares()
+        punchShipped(st)
+    }
+    private var idleReclaimedAt: UInt64 = 0
+    private let idleReclaim: Duration = .seconds(10)
+
+    private func punchShipped(_ st: vr_state_view) {
         let shipped = SpoolPosition(segment: st.shippedSeg, offset: st.shippedOff)
         if shipped.segment != punched.segment { punched = SpoolPosition(segment: shipped.segment, offset: 0) }
         if shipped.offset >= punched.offset + 4096 {
@@ -817,8 +847,22 @@ final class DatabaseUploader: @unchecked Sendable {
             if rc == 0 || rc == EOPNOTSUPP { punched.offset = shipped.offset & ~4095 }
         }
     }
-    /// How far `trimSpool` freed the blocks of the shipped segment.
+    /// How far the shipped segment's blocks were freed.
     private var punched = SpoolPosition(segment: 0, offset: 0)
+
+    /// A segment is worth keeping as the spare when it is large enough to matter and was written
+    /// by this version (its records' CRCs cover the segment number: see `vr_rec_valid`).
+    static func worthSparing(_ path: String, segment: UInt64) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_size >= 256 << 10 else { return false }
+        var hdr = vr_rec_header()
+        let size = MemoryLayout<vr_rec_header>.size
+        let n = withUnsafeMutableBytes(of: &hdr) { pread(fd, $0.baseAddress, size, 0) }
+        return n == size && hdr.magic == VR_REC_MAGIC2 && vr_rec_valid(&hdr, segment) != 0
+    }
 
     static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }

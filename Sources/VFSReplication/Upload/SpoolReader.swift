@@ -125,8 +125,7 @@ final class SpoolReader {
             var hdr = vr_rec_header()
             let hsize = MemoryLayout<vr_rec_header>.size
             try withUnsafeMutableBytes(of: &hdr) { try readExactly(pos.segment, pos.offset, hsize, into: $0) }
-            let crc = withUnsafeBytes(of: &hdr) { vr_crc32c(0, $0.baseAddress!, hsize - 4) }
-            guard hdr.magic == VR_REC_MAGIC, crc == hdr.hdrCrc else {
+            guard vr_rec_valid(&hdr, pos.segment) != 0 else {
                 throw ReplicationError(
                     .corruptSpool, "spool segment \(spool.segmentPath(pos.segment)): bad record header at offset \(pos.offset)")
             }
