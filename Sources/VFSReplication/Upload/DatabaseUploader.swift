@@ -417,6 +417,11 @@ final class DatabaseUploader: @unchecked Sendable {
     private func readSpool() throws {
         let st = spool.state()
         let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
+        if !verifyBeforeSet {
+            // Everything spooled before this process first looked may predate a power cut.
+            verifyBeforeSet = true
+            reader.verifyBefore = end
+        }
         if readPos < end {
             snapshotFoundNothingAt = nil
             try reader.scan(from: readPos, to: end) { record, next in
@@ -443,6 +448,8 @@ final class DatabaseUploader: @unchecked Sendable {
             }
         }
     }
+
+    private var verifyBeforeSet = false
 
     private func wrap(_ body: () throws -> Void) throws {
         do {
