@@ -4,12 +4,13 @@
  *
  * Why a shim: capturing inside SQLite's own file calls lets us see a commit the instant the
  * WAL write lock is released, without polling and without holding read transactions that
- * starve checkpoints (what a sidecar has to do). See shared/design/CAPTURE.md.
+ * starve checkpoints (what a sidecar has to do). README.md and RELIABILITY.md say what it promises.
  *
  * Spool layout, beside the database `X`:
  *   X-vfsrepl/state          4 KiB, mmap'ed MAP_SHARED by every process: the TXID sequence,
  *                            the last captured WAL position and the uploader's progress.
  *   X-vfsrepl/spool/N.seg    segment files of records (vr_rec_header + raw WAL frames).
+ *   X-vfsrepl/spool/spare-K.seg  shipped segments kept for reuse (vr_db_add_spare).
  *   X-vfsrepl/uploader.lock  flock()ed by the process that runs the uploader.
  */
 #ifndef VFSSHIM_H
