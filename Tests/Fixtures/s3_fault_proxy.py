@@ -11,10 +11,13 @@ signatures stay valid). Faults, chosen per request at the configured rates:
              (FIN, no reset: libcurl sees a 200 with no body)
   html    -> answer 200 with an HTML page (a captive portal, a misrouted proxy), without forwarding
   flip    -> forward, with a few bytes of the response body flipped (same length, same headers)
---match limits faults to object GETs (get), listings (list) or lets any request have one (any);
+--match limits faults to object GETs (get), object PUTs (put), listings (list) or lets any request
+have one (any);
 with --first-try-only a request (method and path) has a fault only the first time it is seen,
 so every retry of it passes. --log-requests prints `request METHOD /path` for each request.
 Outage: while the file named by --outage-file exists, every connection is reset at once.
+Hold: while the file named by --hold-file exists, requests that may have a fault (--match) wait
+before they are forwarded (a replica as slow as a test needs, for exactly as long as it needs).
 Counters of forwarded requests and injected faults are written to --stats (JSON) on every request.
 
   s3_fault_proxy.py --listen 127.0.0.1:0 --upstream 127.0.0.1:8333 --port-file P \\
@@ -35,7 +38,7 @@ from http.server import BaseHTTPRequestHandler
 args = None
 lock = threading.Lock()
 stats = {"forwarded": 0, "error": 0, "slow": 0, "reset": 0, "truncate": 0, "outage": 0, "cut_headers": 0,
-         "html": 0, "flip": 0}
+         "html": 0, "flip": 0, "held": 0}
 seen = set()
 
 
@@ -77,6 +80,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._reset()
         if not self._may_fault():
             return self._forward(body, truncate=False)
+        if args.hold_file and os.path.exists(args.hold_file):
+            bump("held")
+            while os.path.exists(args.hold_file):
+                time.sleep(0.05)
         r = random.random()
         if r < args.cut_headers_rate:
             bump("cut_headers")
@@ -129,6 +136,8 @@ class Handler(BaseHTTPRequestHandler):
         if args.match == "list" and not is_list:
             return False
         if args.match == "get" and (self.command != "GET" or is_list or path.count("/") < 2):
+            return False
+        if args.match == "put" and (self.command != "PUT" or path.count("/") < 2):
             return False
         if args.first_try_only:
             key = (self.command, self.path)
@@ -200,6 +209,7 @@ def main():
     p.add_argument("--port-file")
     p.add_argument("--stats")
     p.add_argument("--outage-file")
+    p.add_argument("--hold-file")
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--reset-rate", type=float, default=0.0)
     p.add_argument("--slow-rate", type=float, default=0.0)
@@ -208,7 +218,7 @@ def main():
     p.add_argument("--cut-headers-rate", type=float, default=0.0)
     p.add_argument("--html-rate", type=float, default=0.0)
     p.add_argument("--flip-rate", type=float, default=0.0)
-    p.add_argument("--match", choices=("any", "get", "list"), default="any")
+    p.add_argument("--match", choices=("any", "get", "put", "list"), default="any")
     p.add_argument("--first-try-only", action="store_true")
     p.add_argument("--log-requests", action="store_true", help="print 'request METHOD /path' per request")
     p.add_argument("--seed", type=int)

@@ -94,7 +94,8 @@ public final class LTXEncoder {
         let bound =
             pageEncoding == .lz4Frame
             ? LZ4Pages.frameBound(pageSize: pageSize) : LZ4Pages.blockBound(pageSize: pageSize)
-        self.scratch = [UInt8](repeating: 0, count: bound)
+        // Compression output only (never read past what the compressor wrote): not zero-filled.
+        self.scratch = [UInt8](unsafeUninitializedCapacity: bound) { _, count in count = bound }
         buffer.reserveCapacity(LTXEncoder.flushThreshold + bound + 16)
         buffer += header.encoded()
     }
