@@ -94,6 +94,8 @@ typedef struct VRState {
     int64_t overLimitMs;        /* spool-full: grow went past spool-max-bytes then (0: within it) */
     uint64_t allocSeg;          /* bytes [appendOff, allocEnd) of segment allocSeg are preallocated */
     uint64_t allocEnd;
+    /* Wake-up (appended in a later version: zero in older state files). */
+    _Atomic uint32_t uploaderIdle; /* 1: the uploader sleeps until a commit wakes it (vr_db_idle_wait) */
 } VRState;
 
 _Static_assert(sizeof(VRState) <= VR_STATE_SIZE, "state fits its page");
@@ -581,6 +583,28 @@ void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
     futexWake(&s->shipGen);
 }
 
+/* Called after a transaction or marker is published: wakes the uploader if it sleeps with
+ * nothing to do. One futex call per idle period (the first commit after it), none while the
+ * uploader has a batch open. The fence pairs with the one in vr_db_idle_wait: either the
+ * committer sees the flag or the uploader sees the new TXID, never neither. */
+static void wakeIdleUploader(VRState *s) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&s->uploaderIdle, memory_order_relaxed) && atomic_exchange(&s->uploaderIdle, 0)) {
+        atomic_fetch_add(&s->workGen, 1);
+        futexWake(&s->workGen);
+    }
+}
+
+void vr_db_idle_wait(vr_db *db, uint32_t gen, uint64_t seenTxid, int64_t timeoutMs) {
+    VRState *s = db->pState;
+    atomic_store(&s->uploaderIdle, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    vr_state_view v;
+    vr_db_read_state(db, &v);
+    if (v.lastTxid == seenTxid) futexWait(&s->workGen, gen, timeoutMs);
+    atomic_store(&s->uploaderIdle, 0);
+}
+
 uint32_t vr_db_work_gen(vr_db *db) { return atomic_load(&db->pState->workGen); }
 
 void vr_db_wait_work(vr_db *db, uint32_t gen, int64_t timeoutMs) { futexWait(&db->pState->workGen, gen, timeoutMs); }
@@ -983,6 +1007,7 @@ static int spoolMarker(vr_db *db, uint32_t kind, uint64_t txid, const WalIdxHdr 
     s->cleanValid = 0;
     if (kind == VR_REC_RESET) s->resets++;
     stateEnd(s);
+    wakeIdleUploader(s);
     return 0;
 }
 
@@ -1167,6 +1192,7 @@ static int captureFrames(vr_db *db, VRFile *f, const WalIdxHdr *h, uint32_t firs
                     s->cleanValid = 0;
                     s->captures++;
                     stateEnd(s);
+                    wakeIdleUploader(s);
                     nCommits++;
                     nFrames += txFrames;
                     txid++;

@@ -143,6 +143,11 @@ void vr_db_set_durability(vr_db *_Nonnull db, int remote, int64_t timeoutMs);
 uint32_t vr_db_work_gen(vr_db *_Nonnull db);
 void vr_db_wait_work(vr_db *_Nonnull db, uint32_t gen, int64_t timeoutMs);
 void vr_db_kick(vr_db *_Nonnull db);
+/* The uploader has nothing to do: sleeps until the next transaction is published (by any
+ * process; the committer wakes it with one futex call), a kick (flush, stop, remote
+ * durability), or the timeout. Returns at once if a transaction after `seenTxid` is already
+ * published or the work generation moved past `gen`. */
+void vr_db_idle_wait(vr_db *_Nonnull db, uint32_t gen, uint64_t seenTxid, int64_t timeoutMs);
 /* Makes every TXID assigned from now on greater than `floor` (the replica holds TXIDs this
  * spool never assigned, e.g. after a power loss rolled the local state back). */
 void vr_db_raise_txid_floor(vr_db *_Nonnull db, uint64_t floor);

@@ -108,6 +108,9 @@ struct SpoolHandle: @unchecked Sendable {
     func workGeneration() -> UInt32 { vr_db_work_gen(raw) }
     func waitForWork(generation: UInt32, timeout: Duration) { vr_db_wait_work(raw, generation, timeout.milliseconds) }
     func kick() { vr_db_kick(raw) }
+    func waitIdle(generation: UInt32, seenTXID: UInt64, timeout: Duration) {
+        vr_db_idle_wait(raw, generation, seenTXID, timeout.milliseconds)
+    }
     /// See `vr_db_set_base_pending`.
     func setBasePending(_ needed: Bool, idleAtTXID: UInt64? = nil) {
         vr_db_set_base_pending(raw, needed ? 1 : 0, idleAtTXID ?? .max)

@@ -254,6 +254,13 @@ final class DatabaseUploader: @unchecked Sendable {
                 continue
             case .wait(let untilMs):
                 var wait = pollInterval
+                // Nothing read and nothing due: sleep until a commit wakes this thread (the shim
+                // does, once per idle period: vr_db_idle_wait) instead of polling the spool.
+                let idle = untilMs == nil && batch.isEmpty && startedUp && !needSnapshot && !flushing
+                if idle {
+                    wait = Self.idleWaitCap
+                    if let dueMs = idleReclaimDueMs() { wait = min(wait, .milliseconds(max(1, dueMs - Self.nowMs()))) }
+                }
                 if let untilMs {
                     let remaining = Duration.milliseconds(max(0, untilMs - Self.nowMs()))
                     wait = min(wait, remaining)
@@ -267,7 +274,7 @@ final class DatabaseUploader: @unchecked Sendable {
                     }
                     wait = min(wait, .milliseconds(Int64(due.timeIntervalSince(now) * 1000) + 1))
                 }
-                sleepOrWake(wait, generation: generation)
+                if idle { sleepIdle(wait, generation: generation) } else { sleepOrWake(wait, generation: generation) }
             }
         }
         if isUploader {
@@ -328,6 +335,20 @@ final class DatabaseUploader: @unchecked Sendable {
         cond.unlock()
         if !skip, let generation { spool.waitForWork(generation: generation, timeout: d) }
     }
+
+    /// Sleeps while there is nothing to do: until a transaction is published (any process), a
+    /// flush or stop (they kick the shared futex), or `d`.
+    private func sleepIdle(_ d: Duration, generation: UInt32) {
+        cond.lock()
+        let skip = stopRequested || flushWaiters > 0
+        cond.unlock()
+        if !skip { spool.waitIdle(generation: generation, seenTXID: lastReadTXID, timeout: d) }
+    }
+    /// The longest idle sleep: a writer of an older version, which does not wake the uploader,
+    /// is still picked up within this.
+    static let idleWaitCap: Duration = .seconds(30)
+    /// The shared state's last TXID when the spool was last read.
+    private var lastReadTXID: UInt64 = 0
 
     /// One round: read new spool records, snapshot if needed, ship if due.
     private func step(flushing: Bool) throws {
@@ -417,6 +438,7 @@ final class DatabaseUploader: @unchecked Sendable {
     private func readSpool() throws {
         let st = spool.state()
         let end = SpoolPosition(segment: st.appendSeg, offset: st.appendOff)
+        lastReadTXID = st.lastTxid
         if !verifyBeforeSet {
             // Everything spooled before this process first looked may predate a power cut.
             verifyBeforeSet = true
@@ -842,6 +864,12 @@ final class DatabaseUploader: @unchecked Sendable {
         idleReclaimedAt = st.lastTxid
         spool.dropSpares()
         punchShipped(st)
+    }
+    /// When `reclaimIfIdle` has something to do next (nil: nothing).
+    private func idleReclaimDueMs() -> Int64? {
+        let st = spool.state()
+        guard st.lastTxid != idleReclaimedAt, st.shippedTxid == st.lastTxid else { return nil }
+        return st.lastCommitMs + Int64(idleReclaim.milliseconds)
     }
     private var idleReclaimedAt: UInt64 = 0
     private let idleReclaim: Duration = .seconds(10)
