@@ -5,7 +5,8 @@
  * by vrShmLock in vfs.c), after SQLite wrote, synced and published the commit frame (CAPTURE.md:
  * never at the commit frame's xWrite, because cache-spill rewrites can still change earlier
  * frames). The frames between the last captured position and the published mxFrame are taken
- * from what this process staged as it wrote them under the write lock (vr_stage_write), or
+ * from what this process staged as it wrote them under the write lock (vr_stage_write in
+ * internal.h: inline, as it runs at every WAL write), or
  * re-read from the WAL and verified (salts, checksum chain), appended to the spool with one
  * pwritev per transaction, and the shared state is updated once per commit. The same
  * reconciliation runs when the write lock is taken (to pick up the commit of a writer that died
@@ -251,7 +252,9 @@ static vr_reconcile_decision resetFor(const char *why, int adoptCleanFirst) {
     return d;
 }
 
-vr_reconcile_decision vr_reconcile_decide(const vr_reconcile_input *in) {
+/* The rules. Inlined into vr_reconcile, which runs at every commit; vr_reconcile_decide is the
+ * same function for tests. */
+static inline __attribute__((always_inline)) vr_reconcile_decision decide(const vr_reconcile_input *in) {
     int sameSalts = in->walValid && in->idxSalt1 == in->walSalt1 && in->idxSalt2 == in->walSalt2;
 
     /* the common case: nothing new */
@@ -305,6 +308,8 @@ vr_reconcile_decision vr_reconcile_decide(const vr_reconcile_input *in) {
     return d;
 }
 
+vr_reconcile_decision vr_reconcile_decide(const vr_reconcile_input *in) { return decide(in); }
+
 /* Brings the spool up to date with the WAL as published in the wal-index. Called while this
  * connection holds the WAL write lock, or during the closing checkpoint (exclusive lock). Reads
  * (wal-index header, shared state, and the WAL header only when the decision needs it), asks
@@ -335,7 +340,7 @@ int vr_reconcile(VRFile *f) {
         in.walCk2 = s->walCk2;
         in.cleanValid = (int)s->cleanValid;
         in.cleanMatches = in.cleanValid && cleanCloseMatches(db);
-        d = vr_reconcile_decide(&in);
+        d = decide(&in);
         if (d.adoptCleanFirst) {
             stateBegin(s);
             s->cleanValid = 0;
@@ -466,32 +471,4 @@ int vr_capture_write_lock_taken(VRFile *p) {
     }
     txBegin(db);
     return trouble && !db->spoolGrow && !p->inCkpt;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Staging                                                                                    */
-
-/* Keeps a copy of WAL bytes written under the write lock (contiguous range; a write that does
- * not fit or is not contiguous restarts or drops the staging, and the capture reads the WAL). */
-void vr_stage_write(vr_db *db, const void *z, int n, sqlite3_int64 off) {
-    if (off == 0 && n == 32) {
-        memcpy(db->walHdr, z, 32);
-        db->walHdrValid = 1;
-        return;
-    }
-    if (off < 32) return;
-    int64_t end = off + n;
-    if (db->stageEnd > db->stageStart && off >= db->stageStart && off <= db->stageEnd &&
-        end - db->stageStart <= VR_STAGE_SIZE) {
-        memcpy(db->aStage + (off - db->stageStart), z, (size_t)n);
-        if (end > db->stageEnd) db->stageEnd = end;
-    } else if ((size_t)n <= VR_STAGE_SIZE && db->stageEnd == db->stageStart) {
-        memcpy(db->aStage, z, (size_t)n);
-        db->stageStart = off;
-        db->stageEnd = end;
-    } else {
-        /* not contiguous with what is staged: keep the earlier range invalid */
-        db->stageStart = 0;
-        db->stageEnd = -1;
-    }
 }

@@ -4,7 +4,8 @@
  *   vfs.c       the `replicated` VFS: its io methods, pragmas and file controls, open/delete,
  *               registration; calls the commit point at the WAL write-lock release
  *   capture.c   the wal-index header, reconcile (the decision is vr_reconcile_decide in
- *               include/vfsreconcile.h), frame capture, the commit point, staging of WAL bytes
+ *               include/vfsreconcile.h), frame capture, the commit point; the staging of WAL
+ *               bytes written under the write lock is here below (inline, see vr_stage_write)
  *   spool.c     segments, records and markers, space reservation, rotation, hole punching, sync
  *   state.c     the shared state: seqlock updates, the registry of databases, futexes, uploader
  *               election, fork handling, process exit, the CRC and WAL checksums
@@ -19,6 +20,7 @@
 #include "vfsreconcile.h"
 #include "sqlite_api.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -45,8 +47,31 @@ int vr_sys_fallocate(int fd, int mode, off_t off, off_t len);
 ssize_t vr_sys_read(int fd, void *buf, size_t n);   /* one read: may be short */
 ssize_t vr_sys_pread(int fd, void *buf, size_t n, off_t off); /* until n bytes or end of file */
 int vr_sys_pwrite_all(int fd, const void *buf, size_t len, int64_t off);
-/* Writes every byte of iov[0..n) at off (the iovec array is consumed). */
-int vr_sys_pwritev_all(int fd, struct iovec *iov, int n, uint64_t off);
+/* Writes every byte of iov[0..n) at off (the iovec array is consumed). Inline, as the one
+ * system call of the capture at every commit; the rest of the family is in sys.c. */
+static inline int vr_sys_pwritev_all(int fd, struct iovec *iov, int n, uint64_t off) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += iov[i].iov_len;
+    while (total > 0) {
+        ssize_t w = pwritev(fd, iov, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        total -= (size_t)w;
+        off += (uint64_t)w;
+        while (n > 0 && (size_t)w >= iov[0].iov_len) {
+            w -= (ssize_t)iov[0].iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0 && w > 0) {
+            iov[0].iov_base = (char *)iov[0].iov_base + w;
+            iov[0].iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
 void *vr_sys_mmap_shared(int fd, size_t len, int writable); /* NULL (errno set) on failure */
 void vr_sys_munmap(void *p, size_t len);
 /* Shared futexes (no FUTEX_PRIVATE_FLAG: waiters are in other processes). */
@@ -215,9 +240,21 @@ static inline uint32_t get4(const unsigned char *p) {
 /* A salt as the wal-index keeps it (the WAL header's bytes) as a number. */
 static inline uint32_t saltBE(uint32_t raw) { return get4((const unsigned char *)&raw); }
 
+/* CRC-32C (spool.c has the table): inline, as every record header is sealed with it. */
+extern uint32_t vr_crc_table[256];
+extern int vr_crc_ready;
+void vr_crc_init(void);
+static inline uint32_t crc32cInline(uint32_t crc, const void *data, size_t n) {
+    if (__builtin_expect(!__atomic_load_n(&vr_crc_ready, __ATOMIC_ACQUIRE), 0)) vr_crc_init();
+    const unsigned char *p = data;
+    crc = ~crc;
+    while (n--) crc = vr_crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
 static inline void sealHeader(vr_rec_header *h) {
     h->magic = VR_REC_MAGIC;
-    h->hdrCrc = vr_crc32c(0, h, offsetof(vr_rec_header, hdrCrc));
+    h->hdrCrc = crc32cInline(0, h, offsetof(vr_rec_header, hdrCrc));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -298,9 +335,33 @@ int vr_capture_write_lock_taken(VRFile *f);
 int vr_reconcile(VRFile *f);
 /* Writes a RESET marker: the next shipment is a snapshot. */
 int vr_reset_lineage(vr_db *db, VRFile *f, const WalIdxHdr *h, const char *why);
-/* Keeps a copy of WAL bytes written under the write lock. */
-void vr_stage_write(vr_db *db, const void *z, int n, sqlite3_int64 off);
+/* Staging: the capture takes the frames of this process's transaction from here rather than
+ * reading the WAL back. Inline: vrWrite calls it at every WAL write. */
 static inline void stageReset(vr_db *db) { db->stageStart = db->stageEnd = 0; }
+/* Keeps a copy of WAL bytes written under the write lock (contiguous range; a write that does
+ * not fit or is not contiguous restarts or drops the staging, and the capture reads the WAL). */
+static inline void vr_stage_write(vr_db *db, const void *z, int n, sqlite3_int64 off) {
+    if (off == 0 && n == 32) {
+        memcpy(db->walHdr, z, 32);
+        db->walHdrValid = 1;
+        return;
+    }
+    if (off < 32) return;
+    int64_t end = off + n;
+    if (db->stageEnd > db->stageStart && off >= db->stageStart && off <= db->stageEnd &&
+        end - db->stageStart <= VR_STAGE_SIZE) {
+        memcpy(db->aStage + (off - db->stageStart), z, (size_t)n);
+        if (end > db->stageEnd) db->stageEnd = end;
+    } else if ((size_t)n <= VR_STAGE_SIZE && db->stageEnd == db->stageStart) {
+        memcpy(db->aStage, z, (size_t)n);
+        db->stageStart = off;
+        db->stageEnd = end;
+    } else {
+        /* not contiguous with what is staged: keep the earlier range invalid */
+        db->stageStart = 0;
+        db->stageEnd = -1;
+    }
+}
 /* The last connection closed cleanly and the WAL is deleted: remember the main file as it is. */
 void vr_record_clean_close(vr_db *db);
 

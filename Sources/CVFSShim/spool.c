@@ -20,22 +20,19 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Record format                                                                              */
 
-static uint32_t crcTable[256];
+uint32_t vr_crc_table[256];
 static pthread_once_t crcOnce = PTHREAD_ONCE_INIT;
 static void crcInit(void) {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crcTable[i] = c;
+        vr_crc_table[i] = c;
     }
+    __atomic_store_n(&vr_crc_ready, 1, __ATOMIC_RELEASE);
 }
-uint32_t vr_crc32c(uint32_t crc, const void *data, size_t n) {
-    pthread_once(&crcOnce, crcInit);
-    const unsigned char *p = data;
-    crc = ~crc;
-    while (n--) crc = crcTable[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return ~crc;
-}
+int vr_crc_ready;
+void vr_crc_init(void) { pthread_once(&crcOnce, crcInit); }
+uint32_t vr_crc32c(uint32_t crc, const void *data, size_t n) { return crc32cInline(crc, data, n); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Segments                                                                                   */

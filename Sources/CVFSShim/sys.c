@@ -125,30 +125,6 @@ int vr_sys_pwrite_all(int fd, const void *buf, size_t len, int64_t off) {
     return 0;
 }
 
-int vr_sys_pwritev_all(int fd, struct iovec *iov, int n, uint64_t off) {
-    size_t total = 0;
-    for (int i = 0; i < n; i++) total += iov[i].iov_len;
-    while (total > 0) {
-        ssize_t w = pwritev(fd, iov, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
-        total -= (size_t)w;
-        off += (uint64_t)w;
-        while (n > 0 && (size_t)w >= iov[0].iov_len) {
-            w -= (ssize_t)iov[0].iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0 && w > 0) {
-            iov[0].iov_base = (char *)iov[0].iov_base + w;
-            iov[0].iov_len -= (size_t)w;
-        }
-    }
-    return 0;
-}
-
 void *vr_sys_mmap_shared(int fd, size_t len, int writable) {
     void *p = mmap(NULL, len, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
     return p == MAP_FAILED ? NULL : p;
