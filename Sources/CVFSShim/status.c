@@ -15,14 +15,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-static int flockRetrying(int fd, int op) {
-    int rc;
-    do {
-        rc = flock(fd, op);
-    } while (rc != 0 && errno == EINTR);
-    return rc;
-}
-
 int vr_status_probe_uploader(const char *stateDir, int *pid) {
     *pid = 0;
     char path[PATH_MAX];
@@ -30,25 +22,23 @@ int vr_status_probe_uploader(const char *stateDir, int *pid) {
     int fd = vr_sys_open(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) return errno == ENOENT ? 0 : -errno;
     int held;
-    if (flockRetrying(fd, LOCK_SH | LOCK_NB) == 0) {
+    int rc = vr_sys_flock(fd, LOCK_SH | LOCK_NB);
+    if (rc == 0) {
         /* Nobody holds it exclusively: no uploader. Let go at once so an uploader can be elected. */
-        flockRetrying(fd, LOCK_UN);
+        vr_sys_flock(fd, LOCK_UN);
         held = 0;
-    } else if (errno == EWOULDBLOCK) {
+    } else if (rc == EWOULDBLOCK) {
         held = 1;
         char buf[32];
-        ssize_t n;
-        do {
-            n = pread(fd, buf, sizeof buf - 1, 0);
-        } while (n < 0 && errno == EINTR);
+        ssize_t n = vr_sys_pread(fd, buf, sizeof buf - 1, 0);
         if (n > 0) {
             buf[n] = 0;
             *pid = atoi(buf);
         }
     } else {
-        held = -errno;
+        held = -rc;
     }
-    close(fd);
+    vr_sys_close(fd);
     return held;
 }
 

@@ -39,7 +39,7 @@ public struct ReplicationFiles: Sendable, Equatable {
     }
 
     /// The realpath of the folder plus the file name (the file itself may not exist), as
-    /// `canonicalPath` in vfsshim.c; the path unchanged when the folder cannot be resolved.
+    /// `canonicalPath` in Sources/CVFSShim/state.c; the path unchanged when the folder cannot be resolved.
     static func canonical(_ path: String) -> String {
         let absolute = ConfigPaths.absolute(path, relativeTo: FileManager.default.currentDirectoryPath)
         let url = URL(fileURLWithPath: absolute)
