@@ -139,6 +139,12 @@ int vr_sys_rename_noreplace(const char *from, const char *to) {
 
 int vr_sys_unlink(const char *path) { return unlink(path) == 0 ? 0 : errno; }
 
+void vr_thread_set_name(const char *name) {
+    char buf[16];
+    snprintf(buf, sizeof buf, "%s", name);
+    (void)pthread_setname_np(pthread_self(), buf);
+}
+
 void vr_sys_futex_wake(_Atomic uint32_t *addr) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }

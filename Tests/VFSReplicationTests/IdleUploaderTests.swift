@@ -12,8 +12,8 @@ import Testing
 struct IdleUploaderTests {
     /// Context switches of this process's uploader threads (named "vfs-upload ...", which the
     /// kernel cuts to 15 bytes), voluntary and not: every wake-up is one.
-    static func uploaderSwitches() -> Int {
-        var total = 0
+    static func uploaderSwitches() -> Int? {
+        var total: Int?
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
         for tid in tasks {
             let base = "/proc/self/task/" + tid
@@ -21,7 +21,7 @@ struct IdleUploaderTests {
             else { continue }
             guard let status = try? String(contentsOfFile: base + "/status", encoding: .utf8) else { continue }
             for line in status.split(separator: "\n") where line.contains("ctxt_switches") {
-                total += Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
+                total = (total ?? 0) + (Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0)
             }
         }
         return total
@@ -50,9 +50,9 @@ struct IdleUploaderTests {
         Thread.sleep(forTimeInterval: 0.5)
 
         // Idle: a polling uploader (every 20 ms at this max-delay) switched about 100 times in 2 s.
-        let before = Self.uploaderSwitches()
+        let before = try #require(Self.uploaderSwitches(), "no uploader thread found in /proc/self/task")
         Thread.sleep(forTimeInterval: 2)
-        let idleSwitches = Self.uploaderSwitches() - before
+        let idleSwitches = try #require(Self.uploaderSwitches()) - before
         #expect(idleSwitches <= 10, "the idle uploader woke \(idleSwitches) times in 2 s")
 
         // A commit wakes it: shipped within max-delay and a margin, without a flush (which kicks).

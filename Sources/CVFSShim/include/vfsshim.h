@@ -148,6 +148,9 @@ void vr_db_kick(vr_db *_Nonnull db);
  * durability), or the timeout. Returns at once if a transaction after `seenTxid` is already
  * published or the work generation moved past `gen`. */
 void vr_db_idle_wait(vr_db *_Nonnull db, uint32_t gen, uint64_t seenTxid, int64_t timeoutMs);
+
+/* Names the calling thread (the kernel keeps 15 bytes), for `top -H` and /proc. */
+void vr_thread_set_name(const char *_Nonnull name);
 /* Makes every TXID assigned from now on greater than `floor` (the replica holds TXIDs this
  * spool never assigned, e.g. after a power loss rolled the local state back). */
 void vr_db_raise_txid_floor(vr_db *_Nonnull db, uint64_t floor);

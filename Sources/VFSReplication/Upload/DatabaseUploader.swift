@@ -183,6 +183,8 @@ final class DatabaseUploader: @unchecked Sendable {
     // MARK: - The thread
 
     private func run() {
+        // Named for `top -H` and /proc (the kernel keeps 15 bytes).
+        vr_thread_set_name("vfs-upload \(URL(fileURLWithPath: config.path).lastPathComponent)")
         var backoff: Duration = .milliseconds(100)
         var lastElectAttempt = ContinuousClock.now - .seconds(10)
         while true {
