@@ -28,10 +28,17 @@ static void crcInit(void) {
         for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
         vr_crc_table[i] = c;
     }
-    __atomic_store_n(&vr_crc_ready, 1, __ATOMIC_RELEASE);
+    int how = 1;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) how = 2;
+#endif
+    __atomic_store_n(&vr_crc_ready, how, __ATOMIC_RELEASE);
 }
 int vr_crc_ready;
-void vr_crc_init(void) { pthread_once(&crcOnce, crcInit); }
+int vr_crc_init(void) {
+    pthread_once(&crcOnce, crcInit);
+    return __atomic_load_n(&vr_crc_ready, __ATOMIC_ACQUIRE);
+}
 uint32_t vr_crc32c(uint32_t crc, const void *data, size_t n) { return crc32cInline(crc, data, n); }
 
 /* ------------------------------------------------------------------------------------------ */
