@@ -97,7 +97,7 @@ static inline int64_t nowMs(void) {
 #define VR_SEGMENT_TARGET (16ull << 20) /* roll to a new segment past this size */
 #define VR_SEGMENT_MIN (256ull << 10)   /* ... or past a quarter of spool-max-bytes, not below this */
 #define VR_RECLAIM_ROTATE (1ull << 20)  /* a fully shipped segment past this size rolls over */
-#define VR_SPARES 4                     /* shipped segments kept for reuse (spool/spare-K.seg) */
+#define VR_SPARES VR_SPARES_MAX          /* spare segments kept for reuse (spool/spare-K.seg) */
 #define VR_RESERVE_MAX (1ull << 20)     /* spool space is preallocated in chunks of up to this */
 #define VR_RESERVE_MIN (64ull << 10)
 #define VR_COPY_BUFFER (1u << 20)       /* frames copied per pread/pwritev */

@@ -54,14 +54,21 @@ int vr_rec_valid(const vr_rec_header *h, uint64_t segment) {
     return 0;
 }
 
+static uint64_t segmentTarget(vr_db *db);
+
 /* Spare segments (vr_db_add_spare): shipped segments kept for reuse. */
 static void spareSegmentPath(vr_db *db, int k, char *buf, size_t len) {
     snprintf(buf, len, "%s/spool/spare-%d.seg", db->zDir, k);
 }
 
 int vr_db_add_spare(vr_db *db, uint64_t seg) {
-    char from[PATH_MAX], to[PATH_MAX];
+    char from[PATH_MAX];
     vr_db_segment_path(db, seg, from, sizeof from);
+    return vr_db_offer_spare(db, from);
+}
+
+int vr_db_offer_spare(vr_db *db, const char *from) {
+    char to[PATH_MAX];
     for (int k = 1; k <= VR_SPARES; k++) {
         spareSegmentPath(db, k, to, sizeof to);
         int rc = vr_sys_rename_noreplace(from, to);
@@ -70,6 +77,21 @@ int vr_db_add_spare(vr_db *db, uint64_t seg) {
     }
     return 0;
 }
+
+int vr_db_spare_count(vr_db *db) {
+    char path[PATH_MAX];
+    int n = 0;
+    struct stat st;
+    for (int k = 1; k <= VR_SPARES; k++) {
+        spareSegmentPath(db, k, path, sizeof path);
+        if (vr_sys_stat(path, &st) == 0) n++;
+    }
+    return n;
+}
+
+void vr_db_spare_temp_path(vr_db *db, char *buf, size_t len) { snprintf(buf, len, "%s/spool/spare.tmp", db->zDir); }
+
+uint64_t vr_db_segment_target(vr_db *db) { return segmentTarget(db); }
 
 void vr_db_drop_spares(vr_db *db) {
     char path[PATH_MAX];

@@ -38,6 +38,7 @@ extern "C" {
 #define VR_REC_SNAPSHOT 4u /* reserved (older versions: a snapshot marker) */
 
 #define VR_REC_MAGIC 0x56525331u  /* 'VRS1': older versions; hdrCrc covers the header only */
+#define VR_SPARES_MAX 4 /* spare segments (spool/spare-1.seg ... spare-4.seg): vr_db_add_spare */
 #define VR_REC_MAGIC2 0x56525332u /* 'VRS2': hdrCrc also covers the segment number (see below) */
 
 /* Flags of a FRAMES record. */
@@ -190,6 +191,14 @@ void vr_db_segment_path(vr_db *_Nonnull db, uint64_t seg, char *_Nonnull buf, si
  * The writer takes a spare and the uploader adds or drops one by renames that never replace a
  * file, so they need no lock between them. */
 int vr_db_add_spare(vr_db *_Nonnull db, uint64_t seg);
+/* The same for any file of the spool's filesystem (a pre-touched one: see SpareSegments.swift). */
+int vr_db_offer_spare(vr_db *_Nonnull db, const char *_Nonnull path);
+/* How many spare segments there are now. */
+int vr_db_spare_count(vr_db *_Nonnull db);
+/* Where a spare is prepared before it is offered. */
+void vr_db_spare_temp_path(vr_db *_Nonnull db, char *_Nonnull buf, size_t len);
+/* The size at which the spool rolls over to a new segment. */
+uint64_t vr_db_segment_target(vr_db *_Nonnull db);
 /* Removes every spare segment (an idle database gives their disk space back). */
 void vr_db_drop_spares(vr_db *_Nonnull db);
 

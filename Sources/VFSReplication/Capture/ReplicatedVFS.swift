@@ -84,6 +84,14 @@ struct SpoolHandle: @unchecked Sendable {
 
     func addSpare(_ seg: UInt64) -> Bool { vr_db_add_spare(raw, seg) == 1 }
     func dropSpares() { vr_db_drop_spares(raw) }
+    func offerSpare(_ path: String) -> Bool { vr_db_offer_spare(raw, path) == 1 }
+    func spareCount() -> Int { Int(vr_db_spare_count(raw)) }
+    var segmentTarget: UInt64 { vr_db_segment_target(raw) }
+    var spareTempPath: String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        vr_db_spare_temp_path(raw, &buf, buf.count)
+        return String(cString: buf)
+    }
 
     func setShipped(txid: UInt64, position: SpoolPosition) {
         vr_db_set_shipped(raw, txid, position.segment, position.offset)

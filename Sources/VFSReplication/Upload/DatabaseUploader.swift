@@ -379,6 +379,7 @@ final class DatabaseUploader: @unchecked Sendable {
         } else if batch.isEmpty {
             reclaimIfIdle()
         }
+        prepareSpareIfBusy()
         reportPending()
     }
 
@@ -867,6 +868,21 @@ final class DatabaseUploader: @unchecked Sendable {
         spool.dropSpares()
         punchShipped(st)
     }
+    /// A writer faster than shipped segments come back gets pre-touched spares (SpareSegments).
+    private func prepareSpareIfBusy() {
+        let st = spool.state()
+        guard st.spoolLimit == 0 else { return }
+        let seg = st.appendSeg
+        let due = sparePolicy.observe(
+            appendSegment: seg, nowMs: Self.nowMs(),
+            finishedBytes: {
+                var s = stat()
+                return stat(spool.segmentPath(seg - 1), &s) == 0 ? UInt64(s.st_size) : nil
+            }, spares: { spool.spareCount() })
+        if due { _ = SpareSegments.prepare(spool: spool, bytes: spool.segmentTarget) }
+    }
+    private var sparePolicy = SparePolicy()
+
     /// When `reclaimIfIdle` has something to do next (nil: nothing).
     private func idleReclaimDueMs() -> Int64? {
         let st = spool.state()
