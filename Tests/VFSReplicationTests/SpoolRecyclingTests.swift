@@ -32,8 +32,15 @@ struct SpoolRecyclingTests {
     @Test func shippedSegmentsAreReusedAndTheirOldRecordsAreNeverRead() throws {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try DiskSpaceTests.writeConfig(dir: dir, extra: "")
-        let replicator = try Replicator(config: config)
+        // max-delay 10s: the uploader ships when the test flushes, so each round fills one segment.
+        try """
+        databases:
+          - path: app.db
+            replica:
+              url: file://\(dir)/replica
+            max-delay: 10s
+        """.write(toFile: dir + "/replication.yml", atomically: true, encoding: .utf8)
+        let replicator = try Replicator(config: try ReplicationConfig.load(path: dir + "/replication.yml"))
         replicator.start()
         defer { replicator.shutdown(timeout: .seconds(10)) }
         let dbPath = dir + "/app.db"
@@ -45,23 +52,30 @@ struct SpoolRecyclingTests {
 
         // Rounds of 1.2 to 3.2 MiB of spool each, shipped in between: a writer that finds its
         // segment shipped and past 1 MiB rotates, and the uploader keeps shipped segments as spares.
+        // About 4 MB/s, below SparePolicy's pre-touching rate: every spare is a former segment.
+        var segmentInodes: Set<UInt64> = []
         var spareInodes: Set<UInt64> = []
         var reused: (segment: UInt64, inode: UInt64)?
         // Later rounds are smaller than the first ones, so a reused file keeps a tail of its past.
         for round in 0..<12 {
-            try c.insertBlobs(round < 4 ? 400 : 150, bytes: 8000)
+            for _ in 0..<(round < 4 ? 40 : 15) {
+                try c.insertBlobs(10, bytes: 8000)
+                Thread.sleep(forTimeInterval: 0.02)
+            }
             try replicator.flush(timeout: .seconds(60))
             let st = spool.state()
-            if round >= 4, let ino = Self.inode(spool.segmentPath(st.appendSeg)), spareInodes.contains(ino) {
+            let current = Self.inode(spool.segmentPath(st.appendSeg))
+            if round >= 4, let ino = current, spareInodes.contains(ino), segmentInodes.contains(ino) {
                 reused = (st.appendSeg, ino)
                 break
             }
+            if let ino = current { segmentInodes.insert(ino) }
             for k in 1...4 {
                 if let ino = Self.inode(spoolDir + "/spare-\(k).seg") { spareInodes.insert(ino) }
             }
         }
         #expect(!spareInodes.isEmpty, "no shipped segment was kept as a spare")
-        let found = try #require(reused, "no segment reused a spare's file")
+        let found = try #require(reused, "no segment reused the file of an earlier, shipped segment")
 
         // The reused file still holds its earlier records past the committed end: each is
         // sealed with the number of the segment it was written in, so it is no record of this one.
@@ -86,7 +100,7 @@ struct SpoolRecyclingTests {
             }
             off += 8
         }
-        let old = try #require(stale, "the reused file holds no record of its earlier life past the end")
+        let old = try #require(stale, "the reused file holds no record of its earlier life past the end (size \(bytes.count), committed end \(st.appendOff), segment \(st.appendSeg), found \(found))")
         var h = try Self.header(current, at: old.offset)
         #expect(vr_rec_valid(&h, st.appendSeg) == 0, "a record of segment \(old.segment) passes for one of \(st.appendSeg)")
         let reader = SpoolReader(spool: spool)
@@ -128,5 +142,40 @@ struct CRC32CTests {
             let first = vr_crc32c(0, Array(bytes[..<cut]), cut)
             #expect(vr_crc32c(first, Array(bytes[cut...]), n - cut) == Self.reference(bytes), "length \(n) cut at \(cut)")
         }
+    }
+}
+
+/// When the uploader pre-touches spare segments (pure rule, no files).
+@Suite("Spare policy")
+struct SparePolicyTests {
+    @Test func onlyAFastWriterGetsPreTouchedSpares() {
+        var p = SparePolicy()
+        func see(_ seg: UInt64, _ now: Int64, _ finished: UInt64?, _ spares: Int) -> Bool {
+            p.observe(appendSegment: seg, nowMs: now, finishedBytes: { finished }, spares: { spares })
+        }
+        // First sight of a segment: nothing is known about the writer's speed yet.
+        #expect(!see(3, 1_000, 16 << 20, 0))
+        // 16 MiB in 4 s (4 MiB/s): reused segments are enough.
+        #expect(!see(4, 5_000, 16 << 20, 0))
+        // 16 MiB in 0.5 s (32 MiB/s): busy, while fewer than four spares exist.
+        #expect(see(5, 5_500, 16 << 20, 0))
+        #expect(see(5, 5_600, nil, 3))
+        #expect(!see(5, 5_700, nil, 4))
+        // Busy lasts two seconds after the fast rotation, then needs a new one.
+        #expect(!see(5, 7_600, nil, 0))
+    }
+
+    @Test func aJumpOrAMissingSegmentSaysNothingAboutSpeed() {
+        var p = SparePolicy()
+        func see(_ seg: UInt64, _ now: Int64, _ finished: UInt64?, _ spares: Int) -> Bool {
+            p.observe(appendSegment: seg, nowMs: now, finishedBytes: { finished }, spares: { spares })
+        }
+        _ = see(3, 1_000, 16 << 20, 0)
+        // Two rotations between rounds: the finished size of one segment is not the rate.
+        #expect(!see(5, 1_100, 16 << 20, 0))
+        // The finished segment is already gone (shipped and reused).
+        #expect(!see(6, 1_200, nil, 0))
+        // A small segment (the 1 MiB rotation of a database the uploader keeps up with).
+        #expect(!see(7, 1_400, 1 << 20, 0))
     }
 }
