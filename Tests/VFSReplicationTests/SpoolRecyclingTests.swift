@@ -65,7 +65,9 @@ struct SpoolRecyclingTests {
             try replicator.flush(timeout: .seconds(60))
             let st = spool.state()
             let current = Self.inode(spool.segmentPath(st.appendSeg))
-            if round >= 4, let ino = current, spareInodes.contains(ino), segmentInodes.contains(ino) {
+            var size = stat()
+            let hasTail = stat(spool.segmentPath(st.appendSeg), &size) == 0 && UInt64(size.st_size) > st.appendOff + (64 << 10)
+            if round >= 4, let ino = current, spareInodes.contains(ino), segmentInodes.contains(ino), hasTail {
                 reused = (st.appendSeg, ino)
                 break
             }
