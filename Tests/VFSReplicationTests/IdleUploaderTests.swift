@@ -10,14 +10,15 @@ import Testing
 /// An uploader with nothing to do sleeps until a commit wakes it, instead of polling the spool.
 @Suite("Idle uploader", .serialized)
 struct IdleUploaderTests {
-    /// Context switches of this process's uploader threads (named "vfs-upload ...", which the
-    /// kernel cuts to 15 bytes), voluntary and not: every wake-up is one.
+    /// Context switches of this test's uploader thread ("vfs-upload idle": its database is
+    /// idle.db, and the kernel keeps 15 bytes of a name; other tests run uploaders of their own in
+    /// this process), voluntary and not: every wake-up is one.
     static func uploaderSwitches() -> Int? {
         var total: Int?
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
         for tid in tasks {
             let base = "/proc/self/task/" + tid
-            guard let comm = try? String(contentsOfFile: base + "/comm", encoding: .utf8), comm.hasPrefix("vfs-upload")
+            guard let comm = try? String(contentsOfFile: base + "/comm", encoding: .utf8), comm.hasPrefix("vfs-upload idle")
             else { continue }
             guard let status = try? String(contentsOfFile: base + "/status", encoding: .utf8) else { continue }
             for line in status.split(separator: "\n") where line.contains("ctxt_switches") {
@@ -33,7 +34,7 @@ struct IdleUploaderTests {
         let path = dir + "/replication.yml"
         try """
         databases:
-          - path: app.db
+          - path: idle.db
             replica:
               url: file://\(dir)/replica
             max-delay: 200ms
@@ -41,7 +42,7 @@ struct IdleUploaderTests {
         let replicator = try Replicator(config: try ReplicationConfig.load(path: path))
         replicator.start()
         defer { replicator.shutdown(timeout: .seconds(10)) }
-        let dbPath = dir + "/app.db"
+        let dbPath = dir + "/idle.db"
         let c = try Conn(dbPath)
         try c.exec("PRAGMA journal_mode=WAL")
         try c.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
