@@ -2,9 +2,9 @@
  * capture.c - capturing committed WAL transactions into the spool.
  *
  * The commit is captured at the release of the WAL write lock (vr_capture_commit_point, called
- * by vrShmLock in vfs.c), after SQLite wrote, synced and published the commit frame (CAPTURE.md:
- * never at the commit frame's xWrite, because cache-spill rewrites can still change earlier
- * frames). The frames between the last captured position and the published mxFrame are taken
+ * by vrShmLock in vfs.c), after SQLite wrote, synced and published the commit frame (see
+ * docs/ARCHITECTURE.md, "The commit point": never at the commit frame's xWrite, because
+ * cache-spill rewrites can still change earlier frames). The frames between the last captured position and the published mxFrame are taken
  * from what this process staged as it wrote them under the write lock (vr_stage_write in
  * internal.h: inline, as it runs at every WAL write), or
  * re-read from the WAL and verified (salts, checksum chain), appended to the spool with one

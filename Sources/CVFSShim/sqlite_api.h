@@ -3,7 +3,7 @@
  * Why: the same code runs linked into a Swift program (the table is filled from libsqlite3 by
  * the CVFSSQLiteLink target) and inside a loadable extension, where it must use the host's
  * SQLite (Ruby's or Python's may carry their own) and must not link libsqlite3 at all
- * (PACKAGING.md). */
+ * (docs/ARCHITECTURE.md, "Processes and packaging"). */
 #ifndef VFSSHIM_SQLITE_API_H
 #define VFSSHIM_SQLITE_API_H
 #include <sqlite3ext.h>

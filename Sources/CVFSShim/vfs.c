@@ -77,7 +77,8 @@ static int vrTruncate(sqlite3_file *pFile, sqlite3_int64 size) {
     VRFile *p = (VRFile *)pFile;
     if (p->isWal && p->pMain && size == 0) {
         /* A TRUNCATE checkpoint or journal_size_limit: frames are going away; the spool must be
-         * durable first (CAPTURE.md). If it cannot be, the WAL keeps them. */
+         * durable first (docs/ARCHITECTURE.md, "What is durable when"). If it cannot be, the WAL
+         * keeps them. */
         if (vr_sync_spool_or_warn(p->pMain->pDb, "before the WAL is truncated: the WAL keeps its frames") != 0)
             return SQLITE_IOERR_TRUNCATE;
     }

@@ -2,7 +2,7 @@ import Foundation
 
 /// Constants of the LTX file format (version 3, as written by Litestream 0.5).
 ///
-/// See LTX.md in the design notes and https://github.com/superfly/ltx (ltx.go).
+/// See docs/ARCHITECTURE.md ("LTX files") and https://github.com/superfly/ltx (ltx.go).
 public enum LTX {
     public static let magic: [UInt8] = Array("LTX1".utf8)
     public static let headerSize = 100

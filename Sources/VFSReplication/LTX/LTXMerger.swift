@@ -1,3 +1,5 @@
+import HeapModule
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -109,9 +111,9 @@ public enum LTXMerger {
         let pageSize = Int(header.pageSize)
         let zero = [UInt8](repeating: 0, count: pageSize)
         var pages = [[UInt8]](repeating: [UInt8](repeating: 0, count: pageSize), count: decoders.count)
-        var heap = PageHeap()
+        var heap = Heap<PendingPage>()
         for i in decoders.indices {
-            if let pgno = try decoders[i].nextPage(into: &pages[i]) { heap.push(pgno, i) }
+            if let pgno = try decoders[i].nextPage(into: &pages[i]) { heap.insert(PendingPage(pgno: pgno, index: i)) }
         }
 
         // Next page number not yet decided.
@@ -127,12 +129,12 @@ public enum LTXMerger {
             }
         }
 
-        while let top = heap.pop() {
+        while let top = heap.popMin() {
             let (pgno, winner) = (top.pgno, top.index)
             var others: [Int] = []
-            while let same = heap.peek(), same.pgno == pgno {
+            while let same = heap.min, same.pgno == pgno {
                 others.append(same.index)
-                _ = heap.pop()
+                _ = heap.removeMin()
             }
             try fillZeros(before: pgno)
             if pgno <= finalCommit {
@@ -140,7 +142,9 @@ public enum LTXMerger {
             }
             next = max(next, pgno &+ 1)
             for i in [winner] + others {
-                if let following = try decoders[i].nextPage(into: &pages[i]) { heap.push(following, i) }
+                if let following = try decoders[i].nextPage(into: &pages[i]) {
+                    heap.insert(PendingPage(pgno: following, index: i))
+                }
             }
         }
         try fillZeros(before: finalCommit &+ 1)
@@ -156,46 +160,15 @@ public enum LTXMerger {
     }
 }
 
-/// Min-heap of (page number, input index): smallest page first, and among equal pages the
-/// highest input index (the newest version) first.
-private struct PageHeap {
-    private var items: [(pgno: UInt32, index: Int)] = []
+/// A page number waiting in the merge, and the input it comes from. Ordered smallest page
+/// first, and among equal pages the highest input index (the newest version) first, so the
+/// heap's minimum is the version that wins. Each input has at most one entry in the heap, so
+/// no two entries are equal and the order of pops is fully determined.
+private struct PendingPage: Comparable {
+    let pgno: UInt32
+    let index: Int
 
-    private static func before(_ a: (pgno: UInt32, index: Int), _ b: (pgno: UInt32, index: Int)) -> Bool {
+    static func < (a: PendingPage, b: PendingPage) -> Bool {
         a.pgno != b.pgno ? a.pgno < b.pgno : a.index > b.index
-    }
-
-    func peek() -> (pgno: UInt32, index: Int)? { items.first }
-
-    mutating func push(_ pgno: UInt32, _ index: Int) {
-        items.append((pgno, index))
-        var child = items.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard Self.before(items[child], items[parent]) else { break }
-            items.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    mutating func pop() -> (pgno: UInt32, index: Int)? {
-        guard !items.isEmpty else { return nil }
-        let top = items[0]
-        let last = items.removeLast()
-        if !items.isEmpty {
-            items[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                let right = left + 1
-                var best = parent
-                if left < items.count && Self.before(items[left], items[best]) { best = left }
-                if right < items.count && Self.before(items[right], items[best]) { best = right }
-                if best == parent { break }
-                items.swapAt(parent, best)
-                parent = best
-            }
-        }
-        return top
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HeapModule
 
 /// The point a restore should reach.
 public enum RestoreTarget: Sendable, Equatable, CustomStringConvertible {
@@ -180,41 +181,18 @@ public enum RestorePlanner {
         return best
     }
 
-    /// Ascending, duplicate-free queue of TXIDs (a binary min-heap).
+    /// Ascending, duplicate-free queue of TXIDs.
     private struct PositionQueue {
-        private var heap: [UInt64] = []
+        private var heap = Heap<UInt64>()
         private var queued = Set<UInt64>()
 
         mutating func push(_ value: UInt64) {
             guard queued.insert(value).inserted else { return }
-            heap.append(value)
-            var child = heap.count - 1
-            while child > 0 {
-                let parent = (child - 1) / 2
-                guard heap[child] < heap[parent] else { break }
-                heap.swapAt(child, parent)
-                child = parent
-            }
+            heap.insert(value)
         }
 
         mutating func pop() -> UInt64? {
-            guard !heap.isEmpty else { return nil }
-            let top = heap[0]
-            let last = heap.removeLast()
-            if !heap.isEmpty {
-                heap[0] = last
-                var parent = 0
-                while true {
-                    let left = 2 * parent + 1
-                    let right = left + 1
-                    var smallest = parent
-                    if left < heap.count && heap[left] < heap[smallest] { smallest = left }
-                    if right < heap.count && heap[right] < heap[smallest] { smallest = right }
-                    if smallest == parent { break }
-                    heap.swapAt(parent, smallest)
-                    parent = smallest
-                }
-            }
+            guard let top = heap.popMin() else { return nil }
             queued.remove(top)
             return top
         }
