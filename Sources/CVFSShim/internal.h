@@ -150,6 +150,10 @@ typedef struct VRState {
     uint64_t allocEnd;
     /* Wake-up (appended in a later version: zero in older state files). */
     _Atomic uint32_t uploaderIdle; /* 1: the uploader sleeps until a commit wakes it (vr_db_idle_wait) */
+    /* Seqlock of the uploader's fields (shippedTxid, shippedSeg, shippedOff), which the elected
+     * uploader writes without the WAL write lock: under `seq` its update could interleave with a
+     * committer's, and a reader would take a half-written state for a whole one. */
+    _Atomic uint32_t shipSeq;
 } VRState;
 
 _Static_assert(sizeof(VRState) <= VR_STATE_SIZE, "state fits its page");
@@ -205,6 +209,9 @@ static inline void statAdd(uint64_t *field, uint64_t n) { __atomic_fetch_add(fie
 
 /* Seqlock: odd while an update is in progress. Set parities explicitly (never toggle), so an
  * update cut short by kill -9 cannot leave the counter inverted for every later reader. */
+/* Reads shippedTxid, shippedSeg and shippedOff into `o` consistently (VRState.shipSeq; state.c). */
+void vr_state_read_shipped(VRState *s, vr_state_view *o);
+
 static inline void stateBegin(VRState *s) {
     uint32_t v = atomic_load_explicit(&s->seq, memory_order_relaxed);
     atomic_store_explicit(&s->seq, v | 1u, memory_order_relaxed);

@@ -173,7 +173,9 @@ int vr_spool_punch(const char *path, uint64_t from, uint64_t to) {
 
 uint64_t vr_db_spool_pending(vr_db *db) {
     VRState *s = db->pState;
-    uint64_t aSeg = s->appendSeg, aOff = s->appendOff, sSeg = s->shippedSeg, sOff = s->shippedOff;
+    vr_state_view shipped;
+    vr_state_read_shipped(s, &shipped);
+    uint64_t aSeg = s->appendSeg, aOff = s->appendOff, sSeg = shipped.shippedSeg, sOff = shipped.shippedOff;
     if (aSeg < sSeg || (aSeg == sSeg && aOff < sOff)) return 0;
     if (aSeg == sSeg) return aOff - sOff;
     uint64_t total = aOff;

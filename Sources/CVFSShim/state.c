@@ -288,8 +288,38 @@ vr_db *vr_db_lookup(const char *zPath) {
 const char *vr_db_path(vr_db *db) { return db->zPath; }
 const char *vr_db_state_dir(vr_db *db) { return db->zDir; }
 
+/* The uploader's fields, under their own seqlock (see VRState.shipSeq). */
+static void shipBegin(VRState *s) {
+    uint32_t v = atomic_load_explicit(&s->shipSeq, memory_order_relaxed);
+    atomic_store_explicit(&s->shipSeq, v | 1u, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+}
+static void shipEnd(VRState *s) {
+    atomic_thread_fence(memory_order_seq_cst);
+    uint32_t v = atomic_load_explicit(&s->shipSeq, memory_order_relaxed);
+    atomic_store_explicit(&s->shipSeq, (v | 1u) + 1u, memory_order_release);
+}
+void vr_state_read_shipped(VRState *s, vr_state_view *o) {
+    for (int spins = 0;; spins++) {
+        uint32_t a = atomic_load_explicit(&s->shipSeq, memory_order_acquire);
+        int stale = spins > 20000; /* a writer that died mid-update: as in vr_db_read_state */
+        if ((a & 1) && !stale) {
+            sched_yield();
+            continue;
+        }
+        o->shippedTxid = s->shippedTxid;
+        o->shippedSeg = s->shippedSeg;
+        o->shippedOff = s->shippedOff;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->shipSeq, memory_order_acquire) == a || stale) return;
+    }
+}
+
 void vr_db_read_state(vr_db *db, vr_state_view *o) {
     VRState *s = db->pState;
+    /* The shipped position first: it only moves forward and never passes the append position,
+     * so reading the append position after it keeps shipped <= appended in the copy. */
+    vr_state_read_shipped(s, o);
     for (int spins = 0;; spins++) {
         uint32_t a = atomic_load_explicit(&s->seq, memory_order_acquire);
         /* An update takes microseconds; one still "in progress" after this long belongs to a
@@ -302,9 +332,6 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
         o->lastTxid = s->lastTxid;
         o->appendSeg = s->appendSeg;
         o->appendOff = s->appendOff;
-        o->shippedTxid = s->shippedTxid;
-        o->shippedSeg = s->shippedSeg;
-        o->shippedOff = s->shippedOff;
         o->syncSeg = s->syncSeg;
         o->syncOff = s->syncOff;
         o->pageSize = s->pageSize;
@@ -367,11 +394,11 @@ int vr_state_read_file(const char *stateDir, vr_state_view *o) {
 
 void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
     VRState *s = db->pState;
-    stateBegin(s);
+    shipBegin(s);
     s->shippedTxid = txid;
     s->shippedSeg = seg;
     s->shippedOff = off;
-    stateEnd(s);
+    shipEnd(s);
     atomic_fetch_add(&s->shipGen, 1);
     vr_sys_futex_wake(&s->shipGen);
 }
@@ -470,10 +497,10 @@ void vr_db_set_spool_limit(vr_db *db, uint64_t maxBytes, int grow) {
     db->spoolGrow = grow;
     /* In the shared state too, so that vfs-status (any process) judges against it. */
     VRState *s = db->pState;
-    stateBegin(s);
-    s->spoolLimit = maxBytes;
-    s->spoolGrow = grow ? 1 : 0;
-    stateEnd(s);
+    /* Not under the seqlock: any process sets these without the WAL write lock, each field on
+     * its own is what a reader needs. */
+    __atomic_store_n(&s->spoolLimit, maxBytes, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->spoolGrow, grow ? 1u : 0u, __ATOMIC_RELAXED);
 }
 
 int vr_db_adopt(vr_db *db, uint64_t txid, uint64_t ino, uint64_t size, int64_t mtimeNs) {
@@ -490,9 +517,11 @@ int vr_db_adopt(vr_db *db, uint64_t txid, uint64_t ino, uint64_t size, int64_t m
     }
     int adopted = 0;
     if (s->lastTxid == 0 && s->appendOff == 0 && s->appendSeg == 1) {
+        shipBegin(s);
+        s->shippedTxid = txid;
+        shipEnd(s);
         stateBegin(s);
         s->lastTxid = txid;
-        s->shippedTxid = txid;
         s->walValid = 1;
         s->walFrame = 0;
         s->walSalt1 = 0;
