@@ -130,6 +130,12 @@ let package = Package(
             name: "VFSReplicationGRDBTests",
             dependencies: ["VFSReplication", "CVFSSQLiteLink", .product(name: "GRDB", package: "GRDB.swift")]
         ),
+        // Pure tests: no processes, servers or files (`swift test --filter VFSReplicationUnitTests`,
+        // seconds). Everything that starts processes, SeaweedFS or SQLite is VFSReplicationTests.
+        .testTarget(
+            name: "VFSReplicationUnitTests",
+            dependencies: ["VFSReplication", "CVFSShim"]
+        ),
         .testTarget(
             name: "VFSReplicationTests",
             dependencies: [
