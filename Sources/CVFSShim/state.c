@@ -299,10 +299,23 @@ static void shipEnd(VRState *s) {
     uint32_t v = atomic_load_explicit(&s->shipSeq, memory_order_relaxed);
     atomic_store_explicit(&s->shipSeq, (v | 1u) + 1u, memory_order_release);
 }
+/* A seqlock reader gives up waiting and reads what is there only when an update has been "in
+ * progress" (or the state kept changing under it) for 2 s: that writer died in the update. A
+ * count of spins is not enough: on a loaded machine a writer preempted in its update stays odd
+ * for milliseconds, and a reader that gave up after 20,000 yields copied a torn state (seen in
+ * the full test run: SharedStateTests). */
+static int seqStale(int spins, int64_t *since) {
+    if (spins < 1000) return 0;
+    int64_t now = nowMs();
+    if (*since == 0) *since = now;
+    return now - *since > 2000;
+}
+
 void vr_state_read_shipped(VRState *s, vr_state_view *o) {
+    int64_t since = 0;
     for (int spins = 0;; spins++) {
         uint32_t a = atomic_load_explicit(&s->shipSeq, memory_order_acquire);
-        int stale = spins > 20000; /* a writer that died mid-update: as in vr_db_read_state */
+        int stale = seqStale(spins, &since); /* a writer that died mid-update */
         if ((a & 1) && !stale) {
             sched_yield();
             continue;
@@ -320,11 +333,12 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
     /* The shipped position first: it only moves forward and never passes the append position,
      * so reading the append position after it keeps shipped <= appended in the copy. */
     vr_state_read_shipped(s, o);
+    int64_t since = 0;
     for (int spins = 0;; spins++) {
         uint32_t a = atomic_load_explicit(&s->seq, memory_order_acquire);
-        /* An update takes microseconds; one still "in progress" after this long belongs to a
-         * process that died in it: read what is there rather than wait forever. */
-        int stale = spins > 20000;
+        /* An update takes microseconds; one still "in progress" after 2 s belongs to a process
+         * that died in it: read what is there rather than wait forever (seqStale). */
+        int stale = seqStale(spins, &since);
         if ((a & 1) && !stale) {
             sched_yield();
             continue;
