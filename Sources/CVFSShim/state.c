@@ -299,23 +299,28 @@ static void shipEnd(VRState *s) {
     uint32_t v = atomic_load_explicit(&s->shipSeq, memory_order_relaxed);
     atomic_store_explicit(&s->shipSeq, (v | 1u) + 1u, memory_order_release);
 }
-/* A seqlock reader gives up waiting and reads what is there only when an update has been "in
- * progress" (or the state kept changing under it) for 2 s: that writer died in the update. A
- * count of spins is not enough: on a loaded machine a writer preempted in its update stays odd
- * for milliseconds, and a reader that gave up after 20,000 yields copied a torn state (seen in
- * the full test run: SharedStateTests). */
-static int seqStale(int spins, int64_t *since) {
-    if (spins < 1000) return 0;
+/* A seqlock reader gives up waiting and reads what is there only when the counter has stayed
+ * odd, at one value, for 2 s: that writer died in its update. A counter that keeps changing
+ * belongs to a live writer, and the reader tries again however long it takes. (A count of
+ * spins was not enough: on a loaded machine a reader that gave up after 20,000 yields copied a
+ * torn state while the writer was alive, seen in the full test run: SharedStateTests.) */
+static int seqStale(uint32_t a, uint32_t *lastOdd, int64_t *since) {
+    if (!(a & 1)) return 0;
     int64_t now = nowMs();
-    if (*since == 0) *since = now;
+    if (a != *lastOdd || *since == 0) {
+        *lastOdd = a;
+        *since = now;
+        return 0;
+    }
     return now - *since > 2000;
 }
 
 void vr_state_read_shipped(VRState *s, vr_state_view *o) {
     int64_t since = 0;
-    for (int spins = 0;; spins++) {
+    uint32_t lastOdd = 0;
+    for (;;) {
         uint32_t a = atomic_load_explicit(&s->shipSeq, memory_order_acquire);
-        int stale = seqStale(spins, &since); /* a writer that died mid-update */
+        int stale = seqStale(a, &lastOdd, &since); /* a writer that died mid-update */
         if ((a & 1) && !stale) {
             sched_yield();
             continue;
@@ -334,11 +339,12 @@ void vr_db_read_state(vr_db *db, vr_state_view *o) {
      * so reading the append position after it keeps shipped <= appended in the copy. */
     vr_state_read_shipped(s, o);
     int64_t since = 0;
-    for (int spins = 0;; spins++) {
+    uint32_t lastOdd = 0;
+    for (;;) {
         uint32_t a = atomic_load_explicit(&s->seq, memory_order_acquire);
         /* An update takes microseconds; one still "in progress" after 2 s belongs to a process
          * that died in it: read what is there rather than wait forever (seqStale). */
-        int stale = seqStale(spins, &since);
+        int stale = seqStale(a, &lastOdd, &since);
         if ((a & 1) && !stale) {
             sched_yield();
             continue;
