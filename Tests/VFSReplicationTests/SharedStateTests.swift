@@ -36,6 +36,8 @@ struct SharedStateTests {
                 if v.shippedTxid != v.shippedSeg || v.shippedSeg != v.shippedOff { torn.set() }
             }
         }
+        // A fresh state holds (0, 1, 0): publish (n, n, n) before the reader looks.
+        spool.setShipped(txid: 1, position: SpoolPosition(segment: 1, offset: 1))
         writer.start()
         reader.start()
         let deadline = Date().addingTimeInterval(3)
