@@ -261,7 +261,7 @@ final class DatabaseUploader: @unchecked Sendable {
                 let idle = untilMs == nil && batch.isEmpty && startedUp && !needSnapshot && !flushing
                 if idle {
                     wait = Self.idleWaitCap
-                    if let dueMs = idleReclaimDueMs() { wait = min(wait, .milliseconds(max(1, dueMs - Self.nowMs()))) }
+                    if let dueMs = idleReclaimDueMs(spool.state()) { wait = min(wait, .milliseconds(max(1, dueMs - Self.nowMs()))) }
                 }
                 if let untilMs {
                     let remaining = Duration.milliseconds(max(0, untilMs - Self.nowMs()))
@@ -861,9 +861,7 @@ final class DatabaseUploader: @unchecked Sendable {
     /// to do).
     private func reclaimIfIdle() {
         let st = spool.state()
-        guard st.lastTxid != idleReclaimedAt, st.shippedTxid == st.lastTxid,
-            Self.nowMs() - st.lastCommitMs >= Int64(idleReclaim.milliseconds)
-        else { return }
+        guard let dueMs = idleReclaimDueMs(st), Self.nowMs() >= dueMs else { return }
         idleReclaimedAt = st.lastTxid
         spool.dropSpares()
         punchShipped(st)
@@ -884,8 +882,7 @@ final class DatabaseUploader: @unchecked Sendable {
     private var sparePolicy = SparePolicy()
 
     /// When `reclaimIfIdle` has something to do next (nil: nothing).
-    private func idleReclaimDueMs() -> Int64? {
-        let st = spool.state()
+    private func idleReclaimDueMs(_ st: vr_state_view) -> Int64? {
         guard st.lastTxid != idleReclaimedAt, st.shippedTxid == st.lastTxid else { return nil }
         return st.lastCommitMs + Int64(idleReclaim.milliseconds)
     }

@@ -50,29 +50,18 @@ enum SpareSegments {
     /// as it would without spares).
     static func prepare(spool: SpoolHandle, bytes: UInt64) -> Bool {
         let tmp = spool.spareTempPath
-        let fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return false }
+        guard let fd = try? LTXIO.open(tmp, O_RDWR | O_CREAT | O_TRUNC) else { return false }
         var ok = true
-        let chunk = zeros.count
         var off: UInt64 = 0
         zeros.withUnsafeBytes { z in
             while ok && off < bytes {
-                let n = Int(min(UInt64(chunk), bytes - off))
-                var done = 0
-                while done < n {
-                    let w = pwrite(fd, z.baseAddress! + done, n - done, off_t(off) + off_t(done))
-                    if w < 0 && errno == EINTR { continue }
-                    if w <= 0 {
-                        ok = false
-                        break
-                    }
-                    done += w
-                }
+                let n = Int(min(UInt64(z.count), bytes - off))
+                ok = (try? LTXIO.pwrite(fd, UnsafeRawBufferPointer(rebasing: z[0..<n]), offset: Int64(off), path: tmp)) != nil
                 off += UInt64(n)
             }
         }
         if ok { ok = fdatasync(fd) == 0 }
-        close(fd)
+        LTXIO.close(fd)
         if ok && spool.offerSpare(tmp) { return true }
         unlink(tmp)
         return false
