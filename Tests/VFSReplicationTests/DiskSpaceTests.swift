@@ -37,16 +37,7 @@ struct DiskSpaceTests {
     }
 
     static func writeConfig(dir: String, extra: String) throws -> ReplicationConfig {
-        let path = dir + "/replication.yml"
-        try """
-        databases:
-          - path: app.db
-            replica:
-              url: file://\(dir)/replica
-            max-delay: 20ms
-        \(extra)
-        """.write(toFile: path, atomically: true, encoding: .utf8)
-        return try ReplicationConfig.load(path: path)
+        try TestSupport.fileReplicaConfig(dir: dir, maxDelay: "20ms", extra: extra)
     }
 
     static func rebuildAndCompare(dir: String, dbPath: String) throws {

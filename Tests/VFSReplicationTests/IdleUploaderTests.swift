@@ -31,15 +31,8 @@ struct IdleUploaderTests {
     @Test func anIdleUploaderSleepsUntilACommitWakesIt() throws {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/replication.yml"
-        try """
-        databases:
-          - path: idle.db
-            replica:
-              url: file://\(dir)/replica
-            max-delay: 200ms
-        """.write(toFile: path, atomically: true, encoding: .utf8)
-        let replicator = try Replicator(config: try ReplicationConfig.load(path: path))
+        let replicator = try Replicator(
+            config: try TestSupport.fileReplicaConfig(dir: dir, database: "idle.db", maxDelay: "200ms"))
         replicator.start()
         defer { replicator.shutdown(timeout: .seconds(10)) }
         let dbPath = dir + "/idle.db"

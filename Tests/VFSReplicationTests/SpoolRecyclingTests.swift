@@ -33,14 +33,7 @@ struct SpoolRecyclingTests {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // max-delay 10s: the uploader ships when the test flushes, so each round fills one segment.
-        try """
-        databases:
-          - path: app.db
-            replica:
-              url: file://\(dir)/replica
-            max-delay: 10s
-        """.write(toFile: dir + "/replication.yml", atomically: true, encoding: .utf8)
-        let replicator = try Replicator(config: try ReplicationConfig.load(path: dir + "/replication.yml"))
+        let replicator = try Replicator(config: try TestSupport.fileReplicaConfig(dir: dir, maxDelay: "10s"))
         replicator.start()
         defer { replicator.shutdown(timeout: .seconds(10)) }
         let dbPath = dir + "/app.db"

@@ -205,9 +205,8 @@ struct WALBoundTests {
         FileManager.default.createFile(atPath: outage, contents: nil)
         let proxy = try FaultProxy(server, dir: dir, arguments: ["--outage-file", outage])
         let config = try SeaweedFS.writeReplicationConfig(
-            dir: dir, bucket: bucket, endpoint: proxy.endpoint, maxDelay: "50ms")
-        try (String(contentsOfFile: config, encoding: .utf8) + "\n    spool-max-bytes: 16MiB\n    spool-full: block\n")
-            .write(toFile: config, atomically: true, encoding: .utf8)
+            dir: dir, bucket: bucket, endpoint: proxy.endpoint, maxDelay: "50ms",
+            extra: "    spool-max-bytes: 16MiB\n    spool-full: block")
         let replicator = try Replicator(config: try ReplicationConfig.load(path: config))
         replicator.start()
         defer { replicator.shutdown(timeout: .seconds(10)) }

@@ -288,9 +288,9 @@ final class SeaweedFS: @unchecked Sendable {
 
     /// Writes `dir/replication.yml`: database `app.db`, replicated to `s3://bucket/app` at
     /// `endpoint` (this server, or a proxy in front of it) with the test credentials.
-    static func writeReplicationConfig(dir: String, bucket: String, endpoint: String, maxDelay: String? = nil) throws
-        -> String
-    {
+    static func writeReplicationConfig(
+        dir: String, bucket: String, endpoint: String, maxDelay: String? = nil, extra: String = ""
+    ) throws -> String {
         let path = dir + "/replication.yml"
         try """
         databases:
@@ -302,6 +302,7 @@ final class SeaweedFS: @unchecked Sendable {
               force-path-style: true
               access-key-id: \(SeaweedFS.accessKeyID)
               secret-access-key: \(SeaweedFS.secretAccessKey)
+        \(extra)
         """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }

@@ -166,6 +166,23 @@ enum TestSupport {
     }
 
     /// Polls `condition` every 100 ms until it holds or `timeout` seconds pass.
+    /// Writes `dir/replication.yml` for one database `dir/<database>` replicated to the directory
+    /// `dir/replica` (`extra`: more keys of that database, indented by four spaces) and loads it.
+    static func fileReplicaConfig(dir: String, database: String = "app.db", maxDelay: String, extra: String = "")
+        throws -> ReplicationConfig
+    {
+        let path = dir + "/replication.yml"
+        try """
+        databases:
+          - path: \(database)
+            replica:
+              url: file://\(dir)/replica
+            max-delay: \(maxDelay)
+        \(extra)
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        return try ReplicationConfig.load(path: path)
+    }
+
     static func waitUntil(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
