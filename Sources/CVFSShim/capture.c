@@ -223,7 +223,7 @@ static int captureFrames(vr_db *db, VRFile *f, const WalIdxHdr *h, uint32_t firs
                     s->cleanValid = 0;
                     s->captures++;
                     stateEnd(s);
-                    wakeIdleUploader(s);
+                    wakeIdleUploader(db);
                     nCommits++;
                     nFrames += txFrames;
                     txid++;

@@ -149,11 +149,19 @@ typedef struct VRState {
     uint64_t allocSeg;          /* bytes [appendOff, allocEnd) of segment allocSeg are preallocated */
     uint64_t allocEnd;
     /* Wake-up (appended in a later version: zero in older state files). */
-    _Atomic uint32_t uploaderIdle; /* 1: the uploader sleeps until a commit wakes it (vr_db_idle_wait) */
+    _Atomic uint32_t uploaderIdle; /* 1: the uploader is parked until a commit wakes it (vr_db_park) */
     /* Seqlock of the uploader's fields (shippedTxid, shippedSeg, shippedOff), which the elected
      * uploader writes without the WAL write lock: under `seq` its update could interleave with a
      * committer's, and a reader would take a half-written state for a whole one. */
     _Atomic uint32_t shipSeq;
+    /* Uploader pool wake-up (appended in a later version: zero in older state files). A pool
+     * serving many databases waits on one futex, the `bellGen` of its home database's state
+     * (the first database it serves); each database it ships names that state file in
+     * `bellPath`, and a committer that wakes the idle uploader also rings that bell (ringBell in
+     * state.c). `bellToken` is 0 while no pool is named and changes whenever `bellPath` does. */
+    _Atomic uint32_t bellGen;
+    _Atomic uint32_t bellToken;
+    char bellPath[1024];
 } VRState;
 
 _Static_assert(sizeof(VRState) <= VR_STATE_SIZE, "state fits its page");
@@ -198,6 +206,11 @@ struct vr_db {
     atomic_int baseNeeded;
     atomic_ullong baseIdleTxid; /* UINT64_MAX: none */
     atomic_int closeWaitSpent;
+    /* The bell this process last mapped for the database's pool (ringBell): the token it was
+     * mapped for and its futex word. Mappings are never unmapped (a racing ringer may hold the
+     * old word; one page per change of pool). */
+    _Atomic uint32_t bellSeen;
+    _Atomic(_Atomic uint32_t *) bellWord;
 };
 
 /* The registry (state.c): gMutex guards gDbs and gStats' snapshot. */
@@ -300,14 +313,17 @@ static inline void sealHeader(vr_rec_header *h, uint64_t segment) {
 
 /* After a transaction or marker is published: wakes the uploader if it sleeps with nothing to
  * do (state.c). One futex call per idle period, none while the uploader has a batch open. The
- * fence pairs with the one in vr_db_idle_wait: either the committer sees the flag or the
+ * fence pairs with the one in vr_db_park: either the committer sees the flag or the
  * uploader sees the new TXID, never neither. */
-static inline void wakeIdleUploader(VRState *s) {
+void vr_ring_bell(vr_db *db);
+static inline void wakeIdleUploader(vr_db *db) {
+    VRState *s = db->pState;
     atomic_thread_fence(memory_order_seq_cst);
     if (__builtin_expect(atomic_load_explicit(&s->uploaderIdle, memory_order_relaxed) != 0, 0) &&
         atomic_exchange(&s->uploaderIdle, 0)) {
         atomic_fetch_add(&s->workGen, 1);
         vr_sys_futex_wake(&s->workGen);
+        vr_ring_bell(db);
     }
 }
 

@@ -156,7 +156,7 @@ int vr_spool_marker(vr_db *db, uint32_t kind, uint64_t txid, const WalIdxHdr *h,
     s->cleanValid = 0;
     if (kind == VR_REC_RESET) s->resets++;
     stateEnd(s);
-    wakeIdleUploader(s);
+    wakeIdleUploader(db);
     return 0;
 }
 

@@ -425,24 +425,105 @@ void vr_db_set_shipped(vr_db *db, uint64_t txid, uint64_t seg, uint64_t off) {
 
 uint32_t vr_db_work_gen(vr_db *db) { return atomic_load(&db->pState->workGen); }
 
-void vr_db_idle_wait(vr_db *db, uint32_t gen, uint64_t seenTxid, int64_t timeoutMs) {
+void vr_db_kick(vr_db *db) {
+    atomic_fetch_add(&db->pState->workGen, 1);
+    vr_sys_futex_wake(&db->pState->workGen);
+    vr_ring_bell(db);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The uploader pool's bell (see vr_db_set_bell in vfsshim.h).                                */
+
+int vr_db_set_bell(vr_db *db, vr_db *home) {
+    VRState *s = db->pState;
+    char path[sizeof s->bellPath];
+    if (home) {
+        int n = snprintf(path, sizeof path, "%s/state", home->zDir);
+        if (n < 0 || (size_t)n >= sizeof path) return ENAMETOOLONG;
+        uint32_t token = atomic_load(&s->bellToken);
+        if (token != 0 && strcmp(s->bellPath, path) == 0) return 0;
+    }
+    /* Token 0 while the path changes: a ringer that reads a torn path sees a token that moved. */
+    uint32_t old = atomic_exchange(&s->bellToken, 0);
+    if (!home) return 0;
+    memcpy(s->bellPath, path, strlen(path) + 1);
+    uint32_t next = old + 1;
+    if (next == 0) next = 1;
+    atomic_store(&s->bellToken, next);
+    return 0;
+}
+
+/* Maps the state file a bell lives in; NULL if it cannot be (the committer then wakes only the
+ * per-database futex, and the pool's own timers pick the commit up). */
+static _Atomic uint32_t *mapBell(const char *path) {
+    int fd = vr_sys_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) return NULL;
+    struct stat st;
+    void *p = NULL;
+    if (vr_sys_fstat(fd, &st) == 0 && st.st_size >= VR_STATE_SIZE) p = vr_sys_mmap_shared(fd, VR_STATE_SIZE, 1);
+    vr_sys_close(fd);
+    if (!p) return NULL;
+    VRState *h = p;
+    if (h->magic != VR_STATE_MAGIC || h->version != VR_STATE_VERSION) {
+        vr_sys_munmap(p, VR_STATE_SIZE);
+        return NULL;
+    }
+    return &h->bellGen;
+}
+
+/* Rings the bell named in the database's state, if any: one futex wake, plus, the first time
+ * this process rings a given pool, an open and mmap of its home state (off the common path:
+ * only when an idle uploader is woken). */
+void vr_ring_bell(vr_db *db) {
+    VRState *s = db->pState;
+    uint32_t token = atomic_load(&s->bellToken);
+    if (token == 0) return;
+    _Atomic uint32_t *word = NULL;
+    if (atomic_load(&db->bellSeen) == token) {
+        word = atomic_load(&db->bellWord);
+    } else {
+        char path[sizeof s->bellPath];
+        memcpy(path, s->bellPath, sizeof path);
+        path[sizeof path - 1] = 0;
+        if (atomic_load(&s->bellToken) != token) return; /* changing: the new pool looks itself */
+        char own[sizeof s->bellPath];
+        snprintf(own, sizeof own, "%s/state", db->zDir);
+        word = strcmp(path, own) == 0 ? &s->bellGen : mapBell(path);
+        atomic_store(&db->bellWord, word);
+        atomic_store(&db->bellSeen, token);
+    }
+    if (!word) return;
+    atomic_fetch_add(word, 1);
+    vr_sys_futex_wake(word);
+}
+
+uint32_t vr_db_bell_gen(vr_db *home) { return atomic_load(&home->pState->bellGen); }
+
+void vr_db_bell_wait(vr_db *home, uint32_t gen, int64_t timeoutMs) {
+    vr_sys_futex_wait(&home->pState->bellGen, gen, timeoutMs);
+}
+
+void vr_db_bell_ring(vr_db *home) {
+    atomic_fetch_add(&home->pState->bellGen, 1);
+    vr_sys_futex_wake(&home->pState->bellGen);
+}
+
+int vr_db_park(vr_db *db, uint64_t seenTxid) {
     VRState *s = db->pState;
     atomic_store(&s->uploaderIdle, 1);
     atomic_thread_fence(memory_order_seq_cst);
     vr_state_view v;
     vr_db_read_state(db, &v);
-    if (v.lastTxid == seenTxid) vr_sys_futex_wait(&s->workGen, gen, timeoutMs);
-    atomic_store(&s->uploaderIdle, 0);
+    if (v.lastTxid != seenTxid) {
+        atomic_store(&s->uploaderIdle, 0);
+        return 0;
+    }
+    return 1;
 }
 
-void vr_db_wait_work(vr_db *db, uint32_t gen, int64_t timeoutMs) {
-    vr_sys_futex_wait(&db->pState->workGen, gen, timeoutMs);
-}
+int vr_db_is_parked(vr_db *db) { return atomic_load(&db->pState->uploaderIdle) != 0; }
 
-void vr_db_kick(vr_db *db) {
-    atomic_fetch_add(&db->pState->workGen, 1);
-    vr_sys_futex_wake(&db->pState->workGen);
-}
+void vr_db_unpark(vr_db *db) { atomic_store(&db->pState->uploaderIdle, 0); }
 
 uint64_t vr_db_wait_txid(vr_db *db) { return atomic_load(&db->pState->waitTxid); }
 

@@ -7,7 +7,8 @@ import Logging
 #endif
 
 /// Replicates the databases named in a configuration: registers the `replicated` VFS, declares
-/// each database to it and runs one uploader per database in this process.
+/// each database to it and ships them all from one small pool of threads (`UploaderPool`,
+/// `uploader-threads`). Databases can be added and removed while it runs.
 ///
 /// ```swift
 /// let config = try ReplicationConfig.load(path: "config/replication.yml")
@@ -24,13 +25,18 @@ import Logging
 /// open or write through the VFS) builds fresh uploaders for the new process, which take part in
 /// the normal election (the parent, while alive, stays the uploader).
 public final class Replicator: @unchecked Sendable {
-    public let config: ReplicationConfig
-    private let logger: Logger
-    private let spools: [SpoolHandle]
     // Guarded by the shim's process lock (vr_process_lock), which stays usable in a forked child:
+    private var currentConfig: ReplicationConfig
+    private let logger: Logger
+    private var spools: [SpoolHandle]
     private var uploaders: [DatabaseUploader]
+    private var pool: UploaderPool
     private var forkGeneration: UInt32
     private var started = false
+    private let observers: [any UploaderObserver]
+
+    /// The databases replicated now (the configuration given, with those added and removed since).
+    public var config: ReplicationConfig { Self.withProcessLock { currentConfig } }
 
     /// - Parameter observers: receive every uploader's events (status file, metrics, dashboards),
     ///   in the process that creates the replicator. A forked child reports to a new status-file
@@ -39,33 +45,23 @@ public final class Replicator: @unchecked Sendable {
         config: ReplicationConfig, logger: Logger = Logger(label: "vfs-replication"),
         observers: [any UploaderObserver] = []
     ) throws {
-        self.config = config
+        self.currentConfig = config
         self.logger = logger
         // status.json beside each database, for vfs-status and the dashboard (unless the caller
         // brings its own observer of that kind).
         let observers =
             observers.contains { $0 is StatusFileObserver }
             ? observers : [StatusFileObserver(config: config, logger: logger) as any UploaderObserver] + observers
+        self.observers = observers
         try ReplicatedVFS.register()
         self.forkGeneration = vr_fork_generation()
+        self.pool = UploaderPool(threads: config.uploaderThreads ?? UploaderPool.defaultThreads())
         var uploaders: [DatabaseUploader] = []
         var spools: [SpoolHandle] = []
         for db in config.databases {
-            let spool = try ReplicatedVFS.registerDatabase(path: db.path)
-            let client = try makeReplicaClient(db.replica)
-            spool.setSpoolLimit(db.spoolMaxBytes, grow: db.spoolGrows)
-            spool.setDurability(remote: db.durability == .remote, timeout: db.durabilityTimeout)
-            if let marker = RestoreMarker.load(forDatabase: spool.databasePath) {
-                if marker.replica == client.location, spool.adopt(marker) {
-                    logger.info(
-                        "continuing the lineage of a restore",
-                        metadata: ["db.path": "\(db.path)", "txid": "\(marker.txid)"])
-                }
-                RestoreMarker.remove(forDatabase: spool.databasePath)
-            }
+            let (spool, uploader) = try Self.prepare(db, logger: logger, observers: observers)
             spools.append(spool)
-            uploaders.append(
-                DatabaseUploader(config: db, spool: spool, replica: client, logger: logger, observers: observers))
+            uploaders.append(uploader)
         }
         self.uploaders = uploaders
         self.spools = spools
@@ -74,18 +70,96 @@ public final class Replicator: @unchecked Sendable {
             "replicator ready",
             metadata: [
                 "databases": "\(config.databases.count)",
+                "uploader-threads": "\(pool.maxThreads)",
                 "io": "\(ReplicatedVFS.ioUringAvailable ? "io_uring" : "pwrite+fsync (io_uring refused)")",
             ])
     }
 
-    /// Starts the uploader threads. Only one process ships a given database at a time; the
-    /// others capture and take over if it dies.
-    public func start() {
-        let list = Self.withProcessLock {
-            started = true
-            return current()
+    /// Declares a database to the VFS and builds its uploader (not started).
+    private static func prepare(
+        _ db: DatabaseConfig, logger: Logger, observers: [any UploaderObserver]
+    ) throws -> (SpoolHandle, DatabaseUploader) {
+        let spool = try ReplicatedVFS.registerDatabase(path: db.path)
+        let client = try makeReplicaClient(db.replica)
+        spool.setSpoolLimit(db.spoolMaxBytes, grow: db.spoolGrows)
+        spool.setDurability(remote: db.durability == .remote, timeout: db.durabilityTimeout)
+        if let marker = RestoreMarker.load(forDatabase: spool.databasePath) {
+            if marker.replica == client.location, spool.adopt(marker) {
+                logger.info(
+                    "continuing the lineage of a restore",
+                    metadata: ["db.path": "\(db.path)", "txid": "\(marker.txid)"])
+            }
+            RestoreMarker.remove(forDatabase: spool.databasePath)
         }
-        for u in list { u.start() }
+        return (spool, DatabaseUploader(config: db, spool: spool, replica: client, logger: logger, observers: observers))
+    }
+
+    /// Starts replicating one more database while running (a tenant's new database, say): it is
+    /// declared to the VFS, and shipped by the pool from now on if the replicator is started.
+    /// Throws `.invalidArgument` if it is already replicated, or its replica is another
+    /// database's; `.invalidConfig` if its replica cannot be built.
+    public func addDatabase(_ db: DatabaseConfig) throws {
+        try Self.withProcessLock {
+            let canonical = ConfigPaths.canonical(db.path)
+            if let other = currentConfig.databases.first(where: { ConfigPaths.canonical($0.path) == canonical }) {
+                throw ReplicationError(.invalidArgument, "database \(db.path) is already replicated (as \(other.path))")
+            }
+            if let other = currentConfig.databases.first(where: { $0.replica.url == db.replica.url }) {
+                throw ReplicationError(
+                    .invalidArgument,
+                    "database \(db.path): replica \(db.replica.url) is already database \(other.path)'s; each database needs its own replica location"
+                )
+            }
+            let list = current()
+            for case let status as StatusFileObserver in observers { status.track(db) }
+            let (spool, uploader) = try Self.prepare(db, logger: logger, observers: observers)
+            currentConfig.databases.append(db)
+            spools.append(spool)
+            uploaders = list + [uploader]
+            if started { uploader.start(in: pool) }
+        }
+    }
+
+    /// Stops replicating a database while running: what it committed so far is shipped first
+    /// (bounded by `timeout`), then the pool forgets it. Its spool stays beside it, so adding it
+    /// again (or the next process) continues where this stopped. Returns false if it was not
+    /// replicated.
+    @discardableResult
+    public func removeDatabase(path: String, timeout: Duration = .seconds(60)) -> Bool {
+        let canonical = ConfigPaths.canonical(path)
+        let found: DatabaseUploader? = Self.withProcessLock {
+            let list = current()
+            guard
+                let i = currentConfig.databases.indices.first(where: {
+                    ConfigPaths.canonical(currentConfig.databases[$0].path) == canonical
+                        || spools[$0].databasePath == path
+                })
+            else { return nil }
+            let u = list[i]
+            currentConfig.databases.remove(at: i)
+            spools.remove(at: i)
+            uploaders = Array(list[..<i] + list[(i + 1)...])
+            return u
+        }
+        guard let found else { return false }
+        found.stop(timeout: timeout)
+        return true
+    }
+
+    /// Starts shipping. Only one process ships a given database at a time; the others capture
+    /// and take over if it dies.
+    public func start() {
+        let (list, pool) = Self.withProcessLock {
+            started = true
+            return (current(), self.pool)
+        }
+        for u in list { u.start(in: pool) }
+    }
+
+    /// Threads shipping this replicator's databases now, and the most it runs.
+    public var uploaderThreads: (running: Int, max: Int) {
+        let pool = Self.withProcessLock { current(); return self.pool }
+        return (pool.counts.threads, pool.maxThreads)
     }
 
     /// Waits until every transaction committed before this call is durable in its replica.
@@ -97,20 +171,25 @@ public final class Replicator: @unchecked Sendable {
 
     /// Flushes what is pending and stops the uploaders.
     public func shutdown(timeout: Duration = .seconds(60)) {
-        for u in Self.withProcessLock({ current() }) { u.stop(timeout: timeout) }
+        let list = Self.withProcessLock({ current() })
+        // Ask them all first, so the pool's threads stop the databases side by side.
+        for u in list { u.requestStop() }
+        let deadline = ContinuousClock.now + timeout
+        for u in list { u.stop(timeout: max(.zero, deadline - .now)) }
     }
 
     /// Sets `durability: remote` (or back to local) for one configured database, in this process:
     /// its commits then wait until they are durable in the replica (or `timeout`).
     public func setDurability(database path: String, remote: Bool, timeout: Duration = .seconds(10)) throws {
-        guard
-            let i = config.databases.indices.first(where: {
-                config.databases[$0].path == path || spools[$0].databasePath == path
-            })
-        else {
+        let spool: SpoolHandle? = Self.withProcessLock {
+            currentConfig.databases.indices.first(where: {
+                currentConfig.databases[$0].path == path || spools[$0].databasePath == path
+            }).map { spools[$0] }
+        }
+        guard let spool else {
             throw ReplicationError(.invalidArgument, "database \(path) is not in the replication config")
         }
-        spools[i].setDurability(remote: remote, timeout: timeout)
+        spool.setDurability(remote: remote, timeout: timeout)
     }
 
     /// One entry per configured database.
@@ -133,9 +212,11 @@ public final class Replicator: @unchecked Sendable {
         // The parent's uploaders have no thread here and their locks may have been held at the
         // fork: never call them, never release them (a deinit could touch those locks).
         Self.abandoned.append(contentsOf: uploaders)
-        let status = StatusFileObserver(config: config, logger: logger)
+        Self.abandonedPools.append(pool)
+        pool = UploaderPool(threads: pool.maxThreads)
+        let status = StatusFileObserver(config: currentConfig, logger: logger)
         var fresh: [DatabaseUploader] = []
-        for (db, spool) in zip(config.databases, spools) {
+        for (db, spool) in zip(currentConfig.databases, spools) {
             do {
                 let client = try makeReplicaClient(db.replica)
                 fresh.append(DatabaseUploader(config: db, spool: spool, replica: client, logger: logger, observers: [status]))
@@ -147,7 +228,7 @@ public final class Replicator: @unchecked Sendable {
         }
         uploaders = fresh
         forkGeneration = generation
-        if started { for u in fresh { u.start() } }
+        if started { for u in fresh { u.start(in: pool) } }
         logger.info("forked: uploaders restarted in the new process", metadata: ["pid": "\(getpid())"])
         return fresh
     }
@@ -155,6 +236,7 @@ public final class Replicator: @unchecked Sendable {
     /// Replicators of this process, for the shim's fork hook (guarded by the process lock).
     nonisolated(unsafe) private static var live: [Weak] = []
     nonisolated(unsafe) private static var abandoned: [DatabaseUploader] = []
+    nonisolated(unsafe) private static var abandonedPools: [UploaderPool] = []
     private struct Weak { weak var replicator: Replicator? }
 
     private static func register(_ r: Replicator) {

@@ -140,15 +140,26 @@ void vr_db_set_shipped(vr_db *_Nonnull db, uint64_t txid, uint64_t seg, uint64_t
  * upload. The wait happens after the write lock is released (SQLITE_FCNTL_COMMIT_PHASETWO), so
  * other writers go on meanwhile. */
 void vr_db_set_durability(vr_db *_Nonnull db, int remote, int64_t timeoutMs);
-/* For the uploader: the work generation (futex), waiting on it, and waking it up. */
+/* For the uploader: the work generation (futex) and moving it (the pool's bell rings too). */
 uint32_t vr_db_work_gen(vr_db *_Nonnull db);
-void vr_db_wait_work(vr_db *_Nonnull db, uint32_t gen, int64_t timeoutMs);
 void vr_db_kick(vr_db *_Nonnull db);
-/* The uploader has nothing to do: sleeps until the next transaction is published (by any
- * process; the committer wakes it with one futex call), a kick (flush, stop, remote
- * durability), or the timeout. Returns at once if a transaction after `seenTxid` is already
- * published or the work generation moved past `gen`. */
-void vr_db_idle_wait(vr_db *_Nonnull db, uint32_t gen, uint64_t seenTxid, int64_t timeoutMs);
+
+/* Uploader pool (Sources/VFSReplication/Upload/UploaderPool.swift; docs/ARCHITECTURE.md
+ * "Uploader pool"). A pool of a few threads serves many databases and sleeps on one futex: the
+ * bell of its home database's state. vr_db_set_bell names that home (its state file) in this
+ * database's shared state, or no pool (NULL); a committer of any process that wakes the
+ * database's idle uploader, and every kick, rings the named bell. Returns 0 or an errno. */
+int vr_db_set_bell(vr_db *_Nonnull db, vr_db *_Nullable home);
+/* The home's bell: its generation, waiting for it to move (or the timeout), ringing it. */
+uint32_t vr_db_bell_gen(vr_db *_Nonnull home);
+void vr_db_bell_wait(vr_db *_Nonnull home, uint32_t gen, int64_t timeoutMs);
+void vr_db_bell_ring(vr_db *_Nonnull home);
+/* Parks the database: its next published transaction clears the flag and rings the bell.
+ * Returns 0 (not parked) if a transaction after `seenTxid` is already published. */
+int vr_db_park(vr_db *_Nonnull db, uint64_t seenTxid);
+/* Whether it is still parked (0: a commit woke it), and unparking it. */
+int vr_db_is_parked(vr_db *_Nonnull db);
+void vr_db_unpark(vr_db *_Nonnull db);
 
 /* Names the calling thread (the kernel keeps 15 bytes), for `top -H` and /proc. */
 void vr_thread_set_name(const char *_Nonnull name);

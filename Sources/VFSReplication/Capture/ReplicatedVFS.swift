@@ -114,11 +114,14 @@ struct SpoolHandle: @unchecked Sendable {
         vr_db_set_durability(raw, remote ? 1 : 0, timeout.milliseconds)
     }
     func workGeneration() -> UInt32 { vr_db_work_gen(raw) }
-    func waitForWork(generation: UInt32, timeout: Duration) { vr_db_wait_work(raw, generation, timeout.milliseconds) }
     func kick() { vr_db_kick(raw) }
-    func waitIdle(generation: UInt32, seenTXID: UInt64, timeout: Duration) {
-        vr_db_idle_wait(raw, generation, seenTXID, timeout.milliseconds)
-    }
+    // The uploader pool's bell and parking (see vr_db_set_bell in vfsshim.h).
+    func setBell(home: SpoolHandle?) { _ = vr_db_set_bell(raw, home?.raw) }
+    func bellGeneration() -> UInt32 { vr_db_bell_gen(raw) }
+    func waitForBell(generation: UInt32, timeout: Duration) { vr_db_bell_wait(raw, generation, timeout.milliseconds) }
+    func ringBell() { vr_db_bell_ring(raw) }
+    func park(seenTXID: UInt64) -> Bool { vr_db_park(raw, seenTXID) == 1 }
+    func unpark() { vr_db_unpark(raw) }
     /// See `vr_db_set_base_pending`.
     func setBasePending(_ needed: Bool, idleAtTXID: UInt64? = nil) {
         vr_db_set_base_pending(raw, needed ? 1 : 0, idleAtTXID ?? .max)

@@ -10,7 +10,7 @@ struct ConfigParser {
     let baseDirectory: String
     let environment: [String: String]
 
-    static let topLevelKeys = ["defaults", "databases"]
+    static let topLevelKeys = ["defaults", "databases", "uploader-threads"]
     static let policyKeys = [
         "max-delay", "spool-max-bytes", "spool-full", "retention", "snapshot-interval", "levels", "durability",
         "durability-timeout", "group-commit-window", "compaction-cache-bytes",
@@ -196,7 +196,17 @@ struct ConfigParser {
             seenURLs[database.replica.url] = (name, line)
             databases.append(database)
         }
-        return ReplicationConfig(databases: databases)
+        var config = ReplicationConfig(databases: databases)
+        if let entry = top["uploader-threads"], let text = try string(entry, scope: .root) {
+            guard let n = Int(text), (1...ReplicationConfig.maxUploaderThreads).contains(n) else {
+                throw failure(
+                    entry.value,
+                    "invalid 'uploader-threads' '\(text)': a whole number from 1 to \(ReplicationConfig.maxUploaderThreads) (threads shipping all databases; default min(4, cores))"
+                )
+            }
+            config.uploaderThreads = n
+        }
+        return config
     }
 
     private func parseDatabase(_ item: Node, number: Int, defaults: Layer) throws -> (DatabaseConfig, String) {

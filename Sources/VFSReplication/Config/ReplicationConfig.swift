@@ -54,6 +54,11 @@ public struct ReplicationConfig: Sendable, Equatable {
     public var databases: [DatabaseConfig]
     /// The absolute path of the file this was loaded from; nil when parsed from a string.
     public var sourcePath: String?
+    /// Threads that ship every database of a `Replicator` (`uploader-threads`; nil: the
+    /// default, min(4, cores)). Databases do not get a thread each: see `UploaderPool`.
+    public var uploaderThreads: Int?
+    /// The most `uploader-threads` accepts.
+    public static let maxUploaderThreads = 64
 
     /// How long a committed transaction may wait before it is shipped, when not configured.
     public static let defaultMaxDelay: Duration = .seconds(1)

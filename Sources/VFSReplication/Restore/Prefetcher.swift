@@ -1,3 +1,4 @@
+internal import CVFSShim
 import Foundation
 
 /// Fetches replica files a few at a time on background threads and hands them out in order.
@@ -41,8 +42,11 @@ final class Prefetcher: @unchecked Sendable {
         guard !files.isEmpty else { return }
         runningWorkers = workers
         for n in 0..<workers {
-            let thread = Thread { [self] in self.work() }
-            thread.name = "vfs-restore-fetch-\(n)"
+            // Named by the thread itself (a name set before start is not applied on Linux).
+            let thread = Thread { [self] in
+                vr_thread_set_name("vfs-restore-\(n)")
+                self.work()
+            }
             thread.start()
         }
     }

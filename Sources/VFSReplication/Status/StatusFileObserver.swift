@@ -1,3 +1,4 @@
+internal import CVFSShim
 import Foundation
 import Logging
 
@@ -62,6 +63,15 @@ public final class StatusFileObserver: UploaderObserver, @unchecked Sendable {
         }
     }
 
+    /// Keeps records for one more database (one added to a running `Replicator`).
+    public func track(_ db: DatabaseConfig) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard entries[db.path] == nil else { return }
+        let files = ReplicationFiles(databasePath: db.path)
+        entries[db.path] = Entry(files: files, record: UploaderRecord(database: files.databasePath))
+    }
+
     /// The record of `database` as this process knows it (nil if not configured).
     public func record(for database: String) -> UploaderRecord? {
         lock.lock()
@@ -112,8 +122,12 @@ public final class StatusFileObserver: UploaderObserver, @unchecked Sendable {
         due[database] = min(due[database] ?? instant, instant)
         if !writerStarted {
             writerStarted = true
-            let t = Thread { [self] in runWriter() }
-            t.name = "vfs-status-file"
+            // Named by the thread itself: on Linux a name set before start is not applied, and a
+            // new thread otherwise inherits its creator's (an uploader thread's).
+            let t = Thread { [self] in
+                vr_thread_set_name("vfs-status-file")
+                runWriter()
+            }
             t.start()
         }
         lock.signal()

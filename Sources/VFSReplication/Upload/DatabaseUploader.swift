@@ -27,15 +27,16 @@ public struct DatabaseStatus: Sendable, Equatable {
     public var bytesUploaded: Int64
 }
 
-/// Ships one database's spool to its replica. Runs on its own thread: every call it makes is
-/// blocking I/O (spool reads, LTX encoding, fsync, replica writes), none on the commit path.
+/// Ships one database's spool to its replica, one turn at a time on a thread of the
+/// `UploaderPool`: every call a turn makes is blocking I/O (spool reads, LTX encoding, fsync,
+/// replica writes), none on the commit path.
 final class DatabaseUploader: @unchecked Sendable {
     let config: DatabaseConfig
     let spool: SpoolHandle
     let replica: any ReplicaClient
     private let logger: Logger
     private let observers: [any UploaderObserver]
-    /// Compaction, snapshots by compaction and retention (runs on this thread between uploads).
+    /// Compaction, snapshots by compaction and retention (runs in turns between uploads).
     private let maintainer: ReplicaMaintainer
     private var lastPendingReport: (Int64?, Int) = (nil, 0)
     private let policy: ShipPolicy
@@ -48,7 +49,8 @@ final class DatabaseUploader: @unchecked Sendable {
     private var running = false
     private var stopRequested = false
     private var flushWaiters = 0
-    private var thread: Thread?
+    /// The pool that runs this database's turns (set by `start(in:)`).
+    private var pool: UploaderPool?
     private var lastError: String?
     private var fenced = false
     private var isUploader = false
@@ -61,7 +63,7 @@ final class DatabaseUploader: @unchecked Sendable {
     /// be used any more): a flush fails at once instead of waiting out its timeout.
     private var snapshotBlockedAtExit = false
 
-    // Uploader-thread state:
+    // Turn state (one pool thread at a time):
     private var reader: SpoolReader
     private var readPos = SpoolPosition(segment: 1, offset: 0)
     private var batch = PendingBatch()
@@ -102,26 +104,37 @@ final class DatabaseUploader: @unchecked Sendable {
         self.reader = SpoolReader(spool: spool)
     }
 
-    func start() {
+    /// Hands the database to `pool`, whose threads run its turns from now on.
+    func start(in pool: UploaderPool) {
         cond.lock()
-        defer { cond.unlock() }
-        guard !running else { return }
+        guard !running else {
+            cond.unlock()
+            return
+        }
         running = true
         stopRequested = false
-        // Until the thread has looked, the host's last close waits for it (vr_set_close_wait).
+        self.pool = pool
+        cond.unlock()
+        // Until a turn has looked, the host's last close waits for it (vr_set_close_wait).
         spool.setBasePending(true)
-        let t = Thread { [self] in self.run() }
-        t.name = "vfs-upload \(URL(fileURLWithPath: config.path).lastPathComponent)"
-        thread = t
-        t.start()
+        pool.add(self)
     }
 
-    /// Asks the thread to ship what is pending and stop; waits for it.
-    func stop(timeout: Duration) {
+    /// Asks the pool to ship what is pending and stop serving the database (`stop` waits).
+    func requestStop() {
         cond.lock()
         stopRequested = true
         cond.broadcast()
+        let pool = self.pool
+        cond.unlock()
         spool.kick()
+        pool?.wake(self)
+    }
+
+    /// Asks the pool to ship what is pending and stop serving the database; waits for it.
+    func stop(timeout: Duration) {
+        requestStop()
+        cond.lock()
         let deadline = Date().addingTimeInterval(timeout.seconds)
         while running {
             if !cond.wait(until: deadline) { break }
@@ -143,6 +156,7 @@ final class DatabaseUploader: @unchecked Sendable {
         flushWaiters += 1
         cond.broadcast()
         spool.kick()
+        pool?.wake(self)
         defer {
             flushWaiters -= 1
             cond.unlock()
@@ -180,106 +194,161 @@ final class DatabaseUploader: @unchecked Sendable {
             bytesUploaded: bytesUploaded)
     }
 
-    // MARK: - The thread
+    // MARK: - Turns (run by UploaderPool)
 
-    private func run() {
-        // Named for `top -H` and /proc (the kernel keeps 15 bytes).
-        vr_thread_set_name("vfs-upload \(URL(fileURLWithPath: config.path).lastPathComponent)")
-        var backoff: Duration = .milliseconds(100)
-        var lastElectAttempt = ContinuousClock.now - .seconds(10)
-        while true {
-            // Read before looking for work, so a wake-up in between is never lost.
-            let generation = spool.workGeneration()
-            cond.lock()
-            let stopping = stopRequested
-            var flushing = flushWaiters > 0 || stopping
-            let isFenced = fenced
-            cond.unlock()
-            // durability: remote — a committer waits for its transaction: gather the others that
-            // commit within the group-commit window, then ship them all in one upload.
-            if isUploader && !isFenced && spool.waitedTXID > spool.state().shippedTxid {
-                if !flushing { Thread.sleep(forTimeInterval: groupCommitWindow.seconds) }
-                flushing = true
+    /// What the pool does with the database after a turn.
+    enum TurnResult: Equatable {
+        /// Run another turn at once.
+        case again
+        /// Run the next turn after `after`, or earlier when the database's work generation moves
+        /// (a kick: flush, stop, a committer waiting for remote durability) if `wakeOnWork`.
+        case wait(Duration, wakeOnWork: Bool)
+        /// Nothing to do: the database is parked (`vr_db_park`), so its next commit in any
+        /// process moves the work generation and rings the pool's bell; or `after` passes.
+        case park(Duration)
+        /// Stopped: the pool forgets the database.
+        case finished
+    }
+
+    /// The work generation read at the start of the last turn: the pool runs the next turn early
+    /// when it moves (see `TurnResult.wait`).
+    private(set) var turnGeneration: UInt32 = 0
+    private var backoff: Duration = .milliseconds(100)
+    private var lastElectAttempt = ContinuousClock.now - .seconds(10)
+    /// durability: remote: the end of the group-commit window a waiting committer opened.
+    private var groupCommitUntil: ContinuousClock.Instant?
+    private var parked = false
+
+    /// One turn of the upload loop: look at the state, do at most one piece of work (elect,
+    /// read and ship, snapshot, a slice of maintenance), and say when to look again. Runs on a
+    /// pool thread, never on two at once for one database.
+    func turn() -> TurnResult {
+        if parked {
+            spool.unpark()
+            parked = false
+        }
+        // Read before looking for work, so a wake-up in between is never lost.
+        let generation = spool.workGeneration()
+        turnGeneration = generation
+        cond.lock()
+        let stopping = stopRequested
+        var flushing = flushWaiters > 0 || stopping
+        let isFenced = fenced
+        let flushWaiting = flushWaiters > 0
+        cond.unlock()
+        // Sleeps for `d` or, when `generation` says so, until there is work; skipped at once
+        // when a stop or a flush in this process waits (see `sleepOrWake` before the pool).
+        func wait(_ d: Duration, onWork: Bool) -> TurnResult {
+            if stopping || (onWork && flushWaiting) { return .again }
+            return .wait(d, wakeOnWork: onWork)
+        }
+        // durability: remote — a committer waits for its transaction: gather the others that
+        // commit within the group-commit window, then ship them all in one upload.
+        if isUploader && !isFenced && spool.waitedTXID > spool.state().shippedTxid {
+            if !flushing {
+                let now = ContinuousClock.now
+                if let until = groupCommitUntil {
+                    if now < until { return .wait(until - now, wakeOnWork: false) }
+                } else {
+                    groupCommitUntil = now + groupCommitWindow
+                    return .wait(groupCommitWindow, wakeOnWork: false)
+                }
             }
+            flushing = true
+        }
+        groupCommitUntil = nil
 
-            if isFenced {
-                spool.setBasePending(false)
-                if stopping { break }
-                sleepOrWake(.milliseconds(500), generation: generation)
-                continue
+        if isFenced {
+            spool.setBasePending(false)
+            if stopping { return finish() }
+            return wait(.milliseconds(500), onWork: true)
+        }
+
+        if !isUploader {
+            if stopping { return finish() }
+            if ContinuousClock.now - lastElectAttempt >= .seconds(1) || flushing {
+                lastElectAttempt = ContinuousClock.now
+                if spool.tryElect() {
+                    setUploader(true)
+                    logger.info("elected uploader")
+                }
             }
-
             if !isUploader {
-                if stopping { break }
-                if ContinuousClock.now - lastElectAttempt >= .seconds(1) || flushing {
-                    lastElectAttempt = ContinuousClock.now
-                    if spool.tryElect() {
-                        setUploader(true)
-                        logger.info("elected uploader")
-                    }
-                }
-                if !isUploader {
-                    spool.setBasePending(false)  // another process ships it
-                    // A flush here while another process ships: poll the election every 10 ms
-                    // rather than spin on it (a waiting flush cuts a futex wait short).
-                    if flushing { sleepOrWake(.milliseconds(10)) } else { sleepOrWake(.milliseconds(200), generation: generation) }
-                    continue
-                }
-            }
-
-            do {
-                defer { publishBasePending() }
-                try step(flushing: flushing)
-                backoff = .milliseconds(100)
-                recordError(nil)
-            } catch let error as ReplicationError where error.code == .fenced {
-                markFenced(error, during: "upload")
-                continue
-            } catch {
-                let message = (error as? ReplicationError)?.message ?? "\(error)"
-                logger.warning("upload failed; will retry", metadata: ["error": "\(message)"])
-                recordError(message)
-                if stopping { break }
-                sleepOrWake(backoff)
-                backoff = min(backoff * 2, .seconds(30))
-                continue
-            }
-
-            if stopping {
-                let st = spool.state()
-                if st.shippedTxid >= st.lastTxid { break }
-                continue
-            }
-            let decision = policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing)
-            switch decision {
-            case .ship:
-                continue
-            case .wait(let untilMs):
-                var wait = pollInterval
-                // Nothing read and nothing due: sleep until a commit wakes this thread (the shim
-                // does, once per idle period: vr_db_idle_wait) instead of polling the spool.
-                let idle = untilMs == nil && batch.isEmpty && startedUp && !needSnapshot && !flushing
-                if idle {
-                    wait = Self.idleWaitCap
-                    if let dueMs = idleReclaimDueMs(spool.state()) { wait = min(wait, .milliseconds(max(1, dueMs - Self.nowMs()))) }
-                }
-                if let untilMs {
-                    let remaining = Duration.milliseconds(max(0, untilMs - Self.nowMs()))
-                    wait = min(wait, remaining)
-                }
-                // Nothing to ship right now: compaction, snapshots and retention get a slice.
-                if startedUp, !flushing, let due = maintainer.nextDue(now: Date()) {
-                    let now = Date()
-                    if due <= now {
-                        runMaintenance(slice: min(max(wait, .milliseconds(200)), .seconds(2)))
-                        continue
-                    }
-                    wait = min(wait, .milliseconds(Int64(due.timeIntervalSince(now) * 1000) + 1))
-                }
-                if idle { sleepIdle(wait, generation: generation) } else { sleepOrWake(wait, generation: generation) }
+                spool.setBasePending(false)  // another process ships it
+                // A flush here while another process ships: poll the election every 10 ms
+                // rather than spin on it; otherwise look again at the next election attempt.
+                if flushing { return .wait(.milliseconds(10), wakeOnWork: false) }
+                let next = lastElectAttempt + .seconds(1) - ContinuousClock.now
+                return wait(max(next, .milliseconds(10)), onWork: true)
             }
         }
+
+        do {
+            defer { publishBasePending() }
+            try step(flushing: flushing)
+            backoff = .milliseconds(100)
+            recordError(nil)
+        } catch let error as ReplicationError where error.code == .fenced {
+            markFenced(error, during: "upload")
+            return .again
+        } catch {
+            let message = (error as? ReplicationError)?.message ?? "\(error)"
+            logger.warning("upload failed; will retry", metadata: ["error": "\(message)"])
+            recordError(message)
+            if stopping { return finish() }
+            // After an error only a stop cuts the back-off short: a waiting flush must not turn
+            // retries into a busy loop against the replica.
+            let d = backoff
+            backoff = min(backoff * 2, .seconds(30))
+            return .wait(d, wakeOnWork: false)
+        }
+
+        if stopping {
+            let st = spool.state()
+            if st.shippedTxid >= st.lastTxid { return finish() }
+            return .again
+        }
+        let decision = policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing)
+        switch decision {
+        case .ship:
+            return .again
+        case .wait(let untilMs):
+            var d = pollInterval
+            // Nothing read and nothing due: park until a commit wakes the database (the shim
+            // does, once per idle period) instead of polling the spool.
+            let idle = untilMs == nil && batch.isEmpty && startedUp && !needSnapshot && !flushing
+            if idle {
+                d = Self.idleWaitCap
+                if let dueMs = idleReclaimDueMs(spool.state()) { d = min(d, .milliseconds(max(1, dueMs - Self.nowMs()))) }
+            }
+            if let untilMs {
+                let remaining = Duration.milliseconds(max(0, untilMs - Self.nowMs()))
+                d = min(d, remaining)
+            }
+            // Nothing to ship right now: compaction, snapshots and retention get a slice.
+            if startedUp, !flushing, let due = maintainer.nextDue(now: Date()) {
+                let now = Date()
+                if due <= now {
+                    runMaintenance(slice: min(max(d, .milliseconds(200)), .seconds(2)))
+                    return .again
+                }
+                d = min(d, .milliseconds(Int64(due.timeIntervalSince(now) * 1000) + 1))
+            }
+            if idle {
+                if flushWaiting { return .again }
+                guard spool.park(seenTXID: lastReadTXID) else { return .again }
+                parked = true
+                return .park(d)
+            }
+            return wait(d, onWork: true)
+        }
+    }
+
+    /// The end of the database's service in this process: resign the election, wake the
+    /// stopper.
+    private func finish() -> TurnResult {
         if isUploader {
+            spool.setBell(home: nil)
             spool.resign()
             setUploader(false)
         }
@@ -288,6 +357,7 @@ final class DatabaseUploader: @unchecked Sendable {
         running = false
         cond.broadcast()
         cond.unlock()
+        return .finished
     }
 
     /// Tells the shim whether a host's last connection to close should wait for this thread's
@@ -297,6 +367,8 @@ final class DatabaseUploader: @unchecked Sendable {
     }
 
     private func setUploader(_ value: Bool) {
+        // Commits in any process now ring this pool's bell when they wake the database.
+        if value, let home = pool?.home { spool.setBell(home: home) }
         cond.lock()
         isUploader = value
         cond.unlock()
@@ -324,28 +396,6 @@ final class DatabaseUploader: @unchecked Sendable {
         emit(.pending(oldestCommitMs: batch.oldestCommitMs, transactions: batch.transactions, pageBytes: batch.pageBytes))
     }
 
-    /// Sleeps for `d`, or less when there is work: a flush or stop in this process, or a
-    /// committer in any process waiting for remote durability (a shared futex). After an error
-    /// (`generation` nil) only a stop cuts the back-off short: a waiting flush must not turn
-    /// retries into a busy loop against the replica.
-    private func sleepOrWake(_ d: Duration, generation: UInt32? = nil) {
-        cond.lock()
-        let skip = stopRequested || (generation != nil && flushWaiters > 0)
-        if !skip && generation == nil {
-            _ = cond.wait(until: Date().addingTimeInterval(d.seconds))
-        }
-        cond.unlock()
-        if !skip, let generation { spool.waitForWork(generation: generation, timeout: d) }
-    }
-
-    /// Sleeps while there is nothing to do: until a transaction is published (any process), a
-    /// flush or stop (they kick the shared futex), or `d`.
-    private func sleepIdle(_ d: Duration, generation: UInt32) {
-        cond.lock()
-        let skip = stopRequested || flushWaiters > 0
-        cond.unlock()
-        if !skip { spool.waitIdle(generation: generation, seenTXID: lastReadTXID, timeout: d) }
-    }
     /// The longest idle sleep: a writer of an older version, which does not wake the uploader,
     /// is still picked up within this.
     static let idleWaitCap: Duration = .seconds(30)
