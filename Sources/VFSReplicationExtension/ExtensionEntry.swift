@@ -73,6 +73,43 @@ final class ExtensionState: @unchecked Sendable {
     }
 }
 
+extension ExtensionState {
+    /// The running replicator and the folder its config is in (relative paths start there).
+    private func running(for call: String) throws -> (Replicator, String) {
+        let (replicator, configPath) = Replicator.withProcessLock { (self.replicator, self.configPath) }
+        guard let replicator, let configPath else {
+            throw ReplicationError(
+                .invalidArgument,
+                "\(call): replication is not running in this process; set VFS_REPLICATION_CONFIG or call vfs_replication_config(path) first"
+            )
+        }
+        return (replicator, URL(fileURLWithPath: configPath).deletingLastPathComponent().path)
+    }
+
+    /// `path` as the config file would read it: relative to its folder.
+    private static func absolute(_ path: String, _ base: String) -> String {
+        URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: base, isDirectory: true)).standardizedFileURL.path
+    }
+
+    /// `vfs_replication_add(path, replica_url)`: replicates one more database from now on, with
+    /// the default settings (max-delay 1 s; S3 credentials from the environment). Returns its
+    /// absolute path.
+    func add(path: String, replicaURL: String) throws -> String {
+        let (replicator, base) = try running(for: "vfs_replication_add('\(path)', '\(replicaURL)')")
+        let replica = try ReplicaConfig(url: replicaURL, relativeTo: base)
+        let db = DatabaseConfig(path: Self.absolute(path, base), replica: replica)
+        try replicator.addDatabase(db)
+        return db.path
+    }
+
+    /// `vfs_replication_remove(path)`: ships what the database committed, then stops
+    /// replicating it. False if it was not replicated.
+    func remove(path: String) throws -> Bool {
+        let (replicator, base) = try running(for: "vfs_replication_remove('\(path)')")
+        return replicator.removeDatabase(path: Self.absolute(path, base))
+    }
+}
+
 /// Called by the C entry point. Returns 0, or non-zero with a message in `err`.
 @_cdecl("vr_extension_start")
 func vr_extension_start(_ configPath: UnsafePointer<CChar>, _ err: UnsafeMutablePointer<CChar>, _ errLen: Int32) -> Int32 {
@@ -83,5 +120,35 @@ func vr_extension_start(_ configPath: UnsafePointer<CChar>, _ err: UnsafeMutable
         let message = (error as? ReplicationError)?.message ?? "\(error)"
         _ = message.withCString { strncpy(err, $0, Int(errLen) - 1) }
         return 1
+    }
+}
+
+/// `vfs_replication_add(path, replica_url)`. Returns 0 with the database's absolute path in
+/// `out`, or non-zero with a message there.
+@_cdecl("vr_extension_add")
+func vr_extension_add(
+    _ path: UnsafePointer<CChar>, _ url: UnsafePointer<CChar>, _ out: UnsafeMutablePointer<CChar>, _ outLen: Int32
+) -> Int32 {
+    do {
+        let added = try ExtensionState.shared.add(path: String(cString: path), replicaURL: String(cString: url))
+        _ = added.withCString { strncpy(out, $0, Int(outLen) - 1) }
+        return 0
+    } catch {
+        let message = (error as? ReplicationError)?.message ?? "\(error)"
+        _ = message.withCString { strncpy(out, $0, Int(outLen) - 1) }
+        return 1
+    }
+}
+
+/// `vfs_replication_remove(path)`. Returns 1 (removed), 0 (was not replicated), or -1 with a
+/// message in `err`.
+@_cdecl("vr_extension_remove")
+func vr_extension_remove(_ path: UnsafePointer<CChar>, _ err: UnsafeMutablePointer<CChar>, _ errLen: Int32) -> Int32 {
+    do {
+        return try ExtensionState.shared.remove(path: String(cString: path)) ? 1 : 0
+    } catch {
+        let message = (error as? ReplicationError)?.message ?? "\(error)"
+        _ = message.withCString { strncpy(err, $0, Int(errLen) - 1) }
+        return -1
     }
 }

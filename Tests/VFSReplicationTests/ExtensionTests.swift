@@ -321,3 +321,57 @@ struct ExtensionTests {
         try expectRebuildEqual(dir)
     }
 }
+
+/// `vfs_replication_add` and `vfs_replication_remove`: a host adds and removes databases while
+/// replication runs (a tenant's new database), without a restart.
+@Suite("Loadable extension: databases added while running", .serialized)
+struct ExtensionAddRemoveTests {
+    @Test func sqlite3CLIAddsAndRemovesADatabase() throws {
+        guard let lib = ExtensionTests.library, let sqlite3 = TestSupport.sqlite3Path,
+            let rebuild = TestSupport.builtProduct("vfs-rebuild")
+        else {
+            Issue.record("libvfsreplication.so, sqlite3 or vfs-rebuild is missing")
+            return
+        }
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = dir + "/replication.yml"
+        try """
+        databases:
+          - path: app.db
+            replica:
+              url: file://\(dir)/replica
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let script = """
+            .load \(lib)
+            SELECT vfs_replication_add('tenant.db', 'file://\(dir)/replica-tenant');
+            .open 'file:\(dir)/tenant.db?vfs=replicated'
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT);
+            INSERT INTO t(x) SELECT 'row ' || value FROM generate_series(1, 300);
+            SELECT 'removed', vfs_replication_remove('\(dir)/tenant.db');
+            SELECT 'again', vfs_replication_remove('\(dir)/tenant.db');
+            """
+        let r = try TestSupport.run(
+            sqlite3, [], environment: TestSupport.extensionEnvironment(config: config), input: script)
+        #expect(r.status == 0, "\(r)")
+        #expect(r.stdout.contains(dir + "/tenant.db"), "\(r)")
+        #expect(r.stdout.contains("removed|1") && r.stdout.contains("again|0"), "\(r)")
+        // What it committed before the removal is in its replica.
+        let out = dir + "/restored.db"
+        let rb = try TestSupport.run(rebuild, ["--replica", "file://\(dir)/replica-tenant", "--output", out])
+        #expect(rb.status == 0, "\(rb)")
+        #expect(try TestSupport.sqlite(out, "SELECT count(*) FROM t;") == "300\n")
+
+        // Twice, or without replication running: an error naming the database.
+        let twice = try TestSupport.run(
+            sqlite3, [], environment: TestSupport.extensionEnvironment(config: config),
+            input: ".load \(lib)\nSELECT vfs_replication_add('app.db', 'file://\(dir)/other');\n")
+        #expect(twice.stderr.contains("app.db is already replicated"), "\(twice)")
+        var bare = TestSupport.childEnvironment()
+        bare["VFS_REPLICATION_CONFIG"] = nil
+        let none = try TestSupport.run(
+            sqlite3, [], environment: bare, input: ".load \(lib)\nSELECT vfs_replication_add('x.db', 'file://\(dir)/x');\n")
+        #expect(none.stderr.contains("replication is not running in this process"), "\(none)")
+    }
+}

@@ -177,7 +177,7 @@ struct Many: ParsableCommand {
 
     static func cpuSeconds() -> Double {
         var u = rusage()
-        getrusage(RUSAGE_SELF, &u)
+        getrusage(RUSAGE_SELF.rawValue, &u)
         return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec)
             + Double(u.ru_stime.tv_usec) / 1e6
     }
@@ -232,7 +232,7 @@ struct Many: ParsableCommand {
         lags.sort()
         sleepSeconds(Self.settleSeconds)
         print("idle")
-        fflush(stdout)
+        fflush(nil)
         let idleStart = Date()
         let cpu0 = Self.cpuSeconds()
         // Idle until the parent closes standard input.
