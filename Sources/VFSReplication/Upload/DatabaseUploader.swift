@@ -213,7 +213,7 @@ final class DatabaseUploader: @unchecked Sendable {
     /// The work generation read at the start of the last turn: the pool runs the next turn early
     /// when it moves (see `TurnResult.wait`).
     private(set) var turnGeneration: UInt32 = 0
-    private var backoff: Duration = .milliseconds(100)
+    private var backoff = TurnRules.firstBackoff
     private var lastElectAttempt = ContinuousClock.now - .seconds(10)
     /// durability: remote: the end of the group-commit window a waiting committer opened.
     private var groupCommitUntil: ContinuousClock.Instant?
@@ -236,8 +236,8 @@ final class DatabaseUploader: @unchecked Sendable {
         let isFenced = fenced
         let flushWaiting = flushWaiters > 0
         cond.unlock()
-        // Sleeps for `d` or, when `generation` says so, until there is work; skipped at once
-        // when a stop or a flush in this process waits (see `sleepOrWake` before the pool).
+        // Look again after `d` (earlier on work if `onWork`); at once when a stop, or a flush
+        // this wait would be cut short for, waits in this process.
         func wait(_ d: Duration, onWork: Bool) -> TurnResult {
             if stopping || (onWork && flushWaiting) { return .again }
             return .wait(d, wakeOnWork: onWork)
@@ -245,15 +245,10 @@ final class DatabaseUploader: @unchecked Sendable {
         // durability: remote — a committer waits for its transaction: gather the others that
         // commit within the group-commit window, then ship them all in one upload.
         if isUploader && !isFenced && spool.waitedTXID > spool.state().shippedTxid {
-            if !flushing {
-                let now = ContinuousClock.now
-                if let until = groupCommitUntil {
-                    if now < until { return .wait(until - now, wakeOnWork: false) }
-                } else {
-                    groupCommitUntil = now + groupCommitWindow
-                    return .wait(groupCommitWindow, wakeOnWork: false)
-                }
-            }
+            let g = TurnRules.groupCommit(
+                now: .now, windowEnd: groupCommitUntil, window: groupCommitWindow, flushing: flushing)
+            groupCommitUntil = g.windowEnd
+            if let d = g.wait { return .wait(d, wakeOnWork: false) }
             flushing = true
         }
         groupCommitUntil = nil
@@ -261,12 +256,12 @@ final class DatabaseUploader: @unchecked Sendable {
         if isFenced {
             spool.setBasePending(false)
             if stopping { return finish() }
-            return wait(.milliseconds(500), onWork: true)
+            return wait(TurnRules.fencedWait, onWork: true)
         }
 
         if !isUploader {
             if stopping { return finish() }
-            if ContinuousClock.now - lastElectAttempt >= .seconds(1) || flushing {
+            if TurnRules.shouldTryElection(now: .now, lastAttempt: lastElectAttempt, flushing: flushing) {
                 lastElectAttempt = ContinuousClock.now
                 if spool.tryElect() {
                     setUploader(true)
@@ -275,18 +270,15 @@ final class DatabaseUploader: @unchecked Sendable {
             }
             if !isUploader {
                 spool.setBasePending(false)  // another process ships it
-                // A flush here while another process ships: poll the election every 10 ms
-                // rather than spin on it; otherwise look again at the next election attempt.
-                if flushing { return .wait(.milliseconds(10), wakeOnWork: false) }
-                let next = lastElectAttempt + .seconds(1) - ContinuousClock.now
-                return wait(max(next, .milliseconds(10)), onWork: true)
+                let (d, onWork) = TurnRules.candidateWait(now: .now, lastAttempt: lastElectAttempt, flushing: flushing)
+                return onWork ? wait(d, onWork: true) : .wait(d, wakeOnWork: false)
             }
         }
 
         do {
             defer { publishBasePending() }
             try step(flushing: flushing)
-            backoff = .milliseconds(100)
+            backoff = TurnRules.firstBackoff
             recordError(nil)
         } catch let error as ReplicationError where error.code == .fenced {
             markFenced(error, during: "upload")
@@ -299,7 +291,7 @@ final class DatabaseUploader: @unchecked Sendable {
             // After an error only a stop cuts the back-off short: a waiting flush must not turn
             // retries into a busy loop against the replica.
             let d = backoff
-            backoff = min(backoff * 2, .seconds(30))
+            backoff = TurnRules.nextBackoff(after: backoff)
             return .wait(d, wakeOnWork: false)
         }
 
@@ -308,39 +300,30 @@ final class DatabaseUploader: @unchecked Sendable {
             if st.shippedTxid >= st.lastTxid { return finish() }
             return .again
         }
-        let decision = policy.decide(batch: batch, nowMs: Self.nowMs(), flushRequested: flushing)
-        switch decision {
-        case .ship:
+        let nowMs = Self.nowMs()
+        let now = Date()
+        let next = TurnRules.afterStep(
+            TurnRules.AfterStep(
+                decision: policy.decide(batch: batch, nowMs: nowMs, flushRequested: flushing), nowMs: nowMs,
+                startedUp: startedUp, needSnapshot: needSnapshot, batchEmpty: batch.isEmpty, flushing: flushing,
+                flushWaiting: flushWaiting, idleReclaimDueMs: idleReclaimDueMs(spool.state()),
+                maintenanceInMs: maintainer.nextDue(now: now).map { Int64($0.timeIntervalSince(now) * 1000) },
+                pollInterval: pollInterval, idleCap: Self.idleWaitCap))
+        switch next {
+        case .again:
             return .again
-        case .wait(let untilMs):
-            var d = pollInterval
+        case .maintain(let slice):
+            // Nothing to ship right now: compaction, snapshots and retention get a slice.
+            runMaintenance(slice: slice)
+            return .again
+        case .park(let d):
             // Nothing read and nothing due: park until a commit wakes the database (the shim
             // does, once per idle period) instead of polling the spool.
-            let idle = untilMs == nil && batch.isEmpty && startedUp && !needSnapshot && !flushing
-            if idle {
-                d = Self.idleWaitCap
-                if let dueMs = idleReclaimDueMs(spool.state()) { d = min(d, .milliseconds(max(1, dueMs - Self.nowMs()))) }
-            }
-            if let untilMs {
-                let remaining = Duration.milliseconds(max(0, untilMs - Self.nowMs()))
-                d = min(d, remaining)
-            }
-            // Nothing to ship right now: compaction, snapshots and retention get a slice.
-            if startedUp, !flushing, let due = maintainer.nextDue(now: Date()) {
-                let now = Date()
-                if due <= now {
-                    runMaintenance(slice: min(max(d, .milliseconds(200)), .seconds(2)))
-                    return .again
-                }
-                d = min(d, .milliseconds(Int64(due.timeIntervalSince(now) * 1000) + 1))
-            }
-            if idle {
-                if flushWaiting { return .again }
-                guard spool.park(seenTXID: lastReadTXID) else { return .again }
-                parked = true
-                return .park(d)
-            }
-            return wait(d, onWork: true)
+            guard spool.park(seenTXID: lastReadTXID) else { return .again }
+            parked = true
+            return .park(d)
+        case .wait(let d):
+            return .wait(d, wakeOnWork: true)
         }
     }
 
@@ -551,58 +534,63 @@ final class DatabaseUploader: @unchecked Sendable {
         let replicaMax = newest?.maxTXID ?? 0
         readPos = SpoolPosition(segment: st.shippedSeg, offset: st.shippedOff)
         lastSeen = nil
-        if replicaMax > 0 && replicaMax == st.shippedTxid {
-            batch.reset(nextExpected: st.shippedTxid + 1)
-            needSnapshot = false
-        } else if let newest, replicaMax > st.shippedTxid {
+        var decision = StartupDecision.first(replicaMax: replicaMax, shippedTXID: st.shippedTxid)
+        if decision == .inspectNewest, let newest {
             // Files this spool did not record as shipped. Whose are they? Our files carry this
             // database's lineage id in the LTX header's node id.
             let local = try replica.fetch(newest)
             defer { local.release() }
             let header = try LTXDecoder.readHeader(path: local.path)
-            guard header.nodeID == st.lineageId else {
+            let own = header.nodeID == st.lineageId ? try ownUnrecordedUpload(replicaMax: replicaMax, header: header) : nil
+            decision = StartupDecision.afterInspecting(
+                replicaMax: replicaMax, newestNodeID: header.nodeID, lineageID: st.lineageId, ownUpload: own)
+            if decision == .fence {
                 // Another app instance (a deploy overlap, a copied config) owns this replica.
                 throw ReplicationError(
                     .fenced,
                     "database \(config.path): replica \(replica.location) holds a lineage up to TXID \(replicaMax) written by another writer (id \(hex16(header.nodeID)); this database is \(hex16(st.lineageId))); another writer owns it. Stop the other writer, or rebuild this database from the replica with vfs-rebuild (which lets it continue the lineage), or point the replica at a new location"
                 )
             }
-            if let adopted = try ownUnrecordedUpload(replicaMax: replicaMax, header: header) {
-                // Our last upload, published just before the uploader died and before it could
-                // record it: take it as shipped.
-                logger.notice("found this database's last upload in the replica; continuing", metadata: ["txid": "\(replicaMax)"])
-                readPos = adopted
-                spool.setShipped(txid: replicaMax, position: adopted)
-                batch.reset(nextExpected: replicaMax + 1)
-                needSnapshot = false
-            } else {
-                // Our lineage, but the local state is behind it (a power loss rolled the spool
-                // back): continue above the replica's TXIDs with a new snapshot, never a delta on
-                // top of a history the database may no longer have.
-                logger.warning(
-                    "the replica is ahead of this database's spool (power loss?); continuing with a new snapshot",
-                    metadata: ["replica.max_txid": "\(replicaMax)", "shipped_txid": "\(st.shippedTxid)"])
-                spool.raiseTXIDFloor(replicaMax)
-                let now = spool.state()
-                readPos = SpoolPosition(segment: now.appendSeg, offset: now.appendOff)
-                lastSeen = (
-                    WALPosition(salt1: UInt32(bigEndian: now.walSalt1), salt2: UInt32(bigEndian: now.walSalt2), frame: now.walFrame),
-                    now.lastTxid, now.lastCommitMs
-                )
-                needSnapshot = true
-                snapshotMinTXID = replicaMax + 1
-                batch.reset(nextExpected: nil)
-            }
-        } else {
-            if replicaMax > 0 {
+        }
+        switch decision {
+        case .continue(let next):
+            batch.reset(nextExpected: next)
+            needSnapshot = false
+        case .adopt(let position, let txid):
+            // Our last upload, published just before the uploader died and before it could
+            // record it: take it as shipped.
+            logger.notice("found this database's last upload in the replica; continuing", metadata: ["txid": "\(txid)"])
+            readPos = position
+            spool.setShipped(txid: txid, position: position)
+            batch.reset(nextExpected: txid + 1)
+            needSnapshot = false
+        case .snapshotAboveReplica(let floor):
+            logger.warning(
+                "the replica is ahead of this database's spool (power loss?); continuing with a new snapshot",
+                metadata: ["replica.max_txid": "\(floor)", "shipped_txid": "\(st.shippedTxid)"])
+            spool.raiseTXIDFloor(floor)
+            let now = spool.state()
+            readPos = SpoolPosition(segment: now.appendSeg, offset: now.appendOff)
+            lastSeen = (
+                WALPosition(salt1: UInt32(bigEndian: now.walSalt1), salt2: UInt32(bigEndian: now.walSalt2), frame: now.walFrame),
+                now.lastTxid, now.lastCommitMs
+            )
+            needSnapshot = true
+            snapshotMinTXID = floor + 1
+            batch.reset(nextExpected: nil)
+        case .newLineage(let minTXID, let lostFiles):
+            if lostFiles {
                 logger.warning(
                     "replica lost files this database shipped; starting a new lineage with a snapshot",
                     metadata: ["replica.max_txid": "\(replicaMax)", "shipped_txid": "\(st.shippedTxid)"])
             }
             needSnapshot = true
-            snapshotMinTXID = max(replicaMax, st.shippedTxid) + 1
-            spool.raiseTXIDFloor(snapshotMinTXID - 1)
+            snapshotMinTXID = minTXID
+            spool.raiseTXIDFloor(minTXID - 1)
             batch.reset(nextExpected: nil)
+        case .inspectNewest, .fence:
+            // Unreachable (a newest file exists whenever the replica is ahead); retried, never a crash.
+            throw ReplicationError(.io, "database \(config.path): replica \(replica.location): its listing changed while starting up")
         }
         if BackupCoverage.needsLineageStart(databasePath: spool.databasePath, state: spool.state()) {
             // Back up what is there now, without waiting for a write that may not come for days.
