@@ -67,7 +67,10 @@ final class DatabaseUploader: @unchecked Sendable {
     private var reader: SpoolReader
     private var readPos = SpoolPosition(segment: 1, offset: 0)
     private var batch = PendingBatch()
-    private var needSnapshot = false
+    /// Why the next shipment must be a snapshot (nil: deltas continue). Set only through
+    /// `requireSnapshot`, cleared when one ships or a start-up finds the lineage intact.
+    private(set) var snapshotReason: SnapshotReason?
+    private var needSnapshot: Bool { snapshotReason != nil }
     /// The last COMMIT/RESET record consumed from the spool: the WAL state it left and its TXID.
     private var lastSeen: (wal: WALPosition, txid: UInt64, timestampMs: Int64)?
     private var snapshotMinTXID: UInt64 = 1
@@ -467,7 +470,13 @@ final class DatabaseUploader: @unchecked Sendable {
         let wal = WALPosition(
             salt1: UInt32(bigEndian: st.walSalt1), salt2: UInt32(bigEndian: st.walSalt2), frame: st.walFrame)
         lastSeen = (wal, st.lastTxid, st.lastCommitMs)
-        needSnapshot = true
+        requireSnapshot(.corruptSpool)
+    }
+
+    /// From now on nothing is shipped as a delta until a snapshot is: the pending batch is
+    /// dropped (its pages stay in the database, which the snapshot reads).
+    private func requireSnapshot(_ reason: SnapshotReason) {
+        if snapshotReason == nil { snapshotReason = reason }
         batch.reset(nextExpected: nil)
     }
 
@@ -497,7 +506,7 @@ final class DatabaseUploader: @unchecked Sendable {
                     if txid > 1 || spool.state().shippedTxid > 0 {
                         logger.notice("lineage break in the spool: next shipment is a snapshot", metadata: ["txid": "\(txid)"])
                     }
-                    needSnapshot = true
+                    requireSnapshot(.lineageBreak)
                 case .snapshot:
                     break  // reserved
                 }
@@ -555,7 +564,7 @@ final class DatabaseUploader: @unchecked Sendable {
         switch decision {
         case .continue(let next):
             batch.reset(nextExpected: next)
-            needSnapshot = false
+            snapshotReason = nil
         case .adopt(let position, let txid):
             // Our last upload, published just before the uploader died and before it could
             // record it: take it as shipped.
@@ -563,7 +572,7 @@ final class DatabaseUploader: @unchecked Sendable {
             readPos = position
             spool.setShipped(txid: txid, position: position)
             batch.reset(nextExpected: txid + 1)
-            needSnapshot = false
+            snapshotReason = nil
         case .snapshotAboveReplica(let floor):
             logger.warning(
                 "the replica is ahead of this database's spool (power loss?); continuing with a new snapshot",
@@ -575,19 +584,17 @@ final class DatabaseUploader: @unchecked Sendable {
                 WALPosition(salt1: UInt32(bigEndian: now.walSalt1), salt2: UInt32(bigEndian: now.walSalt2), frame: now.walFrame),
                 now.lastTxid, now.lastCommitMs
             )
-            needSnapshot = true
+            requireSnapshot(.replicaAhead)
             snapshotMinTXID = floor + 1
-            batch.reset(nextExpected: nil)
         case .newLineage(let minTXID, let lostFiles):
             if lostFiles {
                 logger.warning(
                     "replica lost files this database shipped; starting a new lineage with a snapshot",
                     metadata: ["replica.max_txid": "\(replicaMax)", "shipped_txid": "\(st.shippedTxid)"])
             }
-            needSnapshot = true
+            requireSnapshot(.newLineage)
             snapshotMinTXID = minTXID
             spool.raiseTXIDFloor(minTXID - 1)
-            batch.reset(nextExpected: nil)
         case .inspectNewest, .fence:
             // Unreachable (a newest file exists whenever the replica is ahead); retried, never a crash.
             throw ReplicationError(.io, "database \(config.path): replica \(replica.location): its listing changed while starting up")
@@ -596,8 +603,7 @@ final class DatabaseUploader: @unchecked Sendable {
             // Back up what is there now, without waiting for a write that may not come for days.
             logger.notice("the database's current state was never captured; shipping a snapshot of it")
             forceLineageStart = true
-            needSnapshot = true
-            batch.reset(nextExpected: nil)
+            requireSnapshot(.neverCaptured)
         }
         try maintainer.loadIndex()
         trimSpool()  // what an earlier uploader shipped but did not reclaim
@@ -792,14 +798,17 @@ final class DatabaseUploader: @unchecked Sendable {
         sums.finishSnapshot(txid: point.txid, lineage: header.nodeID)
         logger.info(
             "snapshot shipped",
-            metadata: ["txid": "\(point.txid)", "pages": "\(snap.commit)", "bytes": "\(size)"])
+            metadata: [
+                "txid": "\(point.txid)", "pages": "\(snap.commit)", "bytes": "\(size)",
+                "reason": "\(snapshotReason?.rawValue ?? "requested")",
+            ])
         maintainer.noteUploaded(
             LTXFileInfo(level: 9, minTXID: 1, maxTXID: point.txid, size: size,
                         createdAt: Date(timeIntervalSince1970: Double(header.timestamp) / 1000)),
             localCopy: tmp)
         readPos = point.next
         spool.setShipped(txid: point.txid, position: readPos)
-        needSnapshot = false
+        snapshotReason = nil
         batch.reset(nextExpected: point.txid + 1)
         noteUpload(bytes: size, snapshot: true)
         emit(.shipped(level: 9, minTXID: 1, maxTXID: point.txid, bytes: size, pages: Int(snap.commit), transactions: 0))
@@ -855,7 +864,7 @@ final class DatabaseUploader: @unchecked Sendable {
                 pages: encoder.pageCount, transactions: batch.transactions))
         let next = batch.maxTXID + 1
         batch.reset(nextExpected: next)
-        if pre == nil { needSnapshot = true }
+        if pre == nil { requireSnapshot(.unknownReplicaState) }
         noteUpload(bytes: encoder.size, snapshot: false)
         trimSpool()
     }

@@ -142,3 +142,22 @@ enum TurnRules {
         return idle ? .park(d) : .wait(d)
     }
 }
+
+/// Why the uploader's next shipment is a snapshot of the database instead of a delta.
+enum SnapshotReason: String, Equatable, Sendable {
+    /// The replica is empty, or behind what this spool shipped: a new lineage starts.
+    case newLineage = "a new lineage (the replica is empty or lost files)"
+    /// The replica holds our TXIDs the spool no longer has (a power loss rolled it back).
+    case replicaAhead = "the replica is ahead of the spool"
+    /// The database has content no capture holds (an existing database, or one changed while
+    /// closed).
+    case neverCaptured = "the database's current state was never captured"
+    /// The spool is torn or corrupt: nothing of it can be trusted.
+    case corruptSpool = "the spool was corrupt"
+    /// The spool recorded a lineage break (a RESET: the WAL was replaced, a restore, a
+    /// rollback-journal episode).
+    case lineageBreak = "a lineage break in the spool"
+    /// The replica's per-page checksums before the batch were unknown, so the next file could
+    /// not be proven to apply on top of it.
+    case unknownReplicaState = "the replica's page checksums were unknown"
+}
