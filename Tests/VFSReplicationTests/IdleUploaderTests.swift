@@ -32,7 +32,8 @@ struct IdleUploaderTests {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let replicator = try Replicator(
-            config: try TestSupport.fileReplicaConfig(dir: dir, database: "idle.db", maxDelay: "200ms"))
+            config: try TestSupport.fileReplicaConfig(
+                dir: dir, database: "idle.db", maxDelay: "200ms", extra: "    levels:\n      - interval: 1s"))
         replicator.start()
         defer { replicator.shutdown(timeout: .seconds(10)) }
         let dbPath = dir + "/idle.db"
@@ -41,7 +42,8 @@ struct IdleUploaderTests {
         try c.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
         try c.insertBlobs(5, bytes: 100)
         try replicator.flush(timeout: .seconds(30))
-        Thread.sleep(forTimeInterval: 0.5)
+        // The level-1 compaction of what was written (1 s level) runs first; then nothing is new.
+        Thread.sleep(forTimeInterval: 2)
 
         // Idle: a polling uploader (every 20 ms at this max-delay) switched about 100 times in 2 s.
         let before = try #require(Self.uploaderSwitches(), "no uploader thread found in /proc/self/task")
