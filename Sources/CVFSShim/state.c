@@ -521,8 +521,6 @@ int vr_db_park(vr_db *db, uint64_t seenTxid) {
     return 1;
 }
 
-int vr_db_is_parked(vr_db *db) { return atomic_load(&db->pState->uploaderIdle) != 0; }
-
 void vr_db_unpark(vr_db *db) { atomic_store(&db->pState->uploaderIdle, 0); }
 
 uint64_t vr_db_wait_txid(vr_db *db) { return atomic_load(&db->pState->waitTxid); }

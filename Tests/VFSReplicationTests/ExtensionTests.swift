@@ -335,13 +335,7 @@ struct ExtensionAddRemoveTests {
         }
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = dir + "/replication.yml"
-        try """
-        databases:
-          - path: app.db
-            replica:
-              url: file://\(dir)/replica
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let config = try TestSupport.fileReplicaConfig(dir: dir, maxDelay: "1s").sourcePath!
         let script = """
             .load \(lib)
             SELECT vfs_replication_add('tenant.db', 'file://\(dir)/replica-tenant');

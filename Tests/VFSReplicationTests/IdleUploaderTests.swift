@@ -10,22 +10,11 @@ import Testing
 /// An uploader with nothing to do sleeps until a commit wakes it, instead of polling the spool.
 @Suite("Idle uploader", .serialized)
 struct IdleUploaderTests {
-    /// Context switches of this test's uploader thread ("vfs-upload idle": its database is
-    /// idle.db, and the kernel keeps 15 bytes of a name; other tests run uploaders of their own in
-    /// this process), voluntary and not: every wake-up is one.
+    /// Context switches of this test's uploader thread (its database is idle.db, the pool's
+    /// home; other tests run uploaders of their own in this process): every wake-up is one.
     static func uploaderSwitches() -> Int? {
-        var total: Int?
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-        for tid in tasks {
-            let base = "/proc/self/task/" + tid
-            guard let comm = try? String(contentsOfFile: base + "/comm", encoding: .utf8), comm.hasPrefix("vfs-upload idle")
-            else { continue }
-            guard let status = try? String(contentsOfFile: base + "/status", encoding: .utf8) else { continue }
-            for line in status.split(separator: "\n") where line.contains("ctxt_switches") {
-                total = (total ?? 0) + (Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0)
-            }
-        }
-        return total
+        let t = TestSupport.threads(named: "vfs-upload idle.db")
+        return t.count > 0 ? t.switches : nil
     }
 
     @Test func anIdleUploaderSleepsUntilACommitWakesIt() throws {

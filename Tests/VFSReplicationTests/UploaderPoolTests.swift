@@ -27,26 +27,6 @@ struct UploaderPoolTests {
         return try ReplicationConfig.load(path: path)
     }
 
-    /// Threads of this process whose name starts with `name` (the kernel keeps 15 bytes), and
-    /// their context switches: every wake-up is one.
-    static func threads(named name: String) -> (count: Int, switches: Int) {
-        let prefix = String(name.prefix(15))
-        var count = 0
-        var switches = 0
-        for tid in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? [] {
-            let base = "/proc/self/task/" + tid
-            guard let comm = try? String(contentsOfFile: base + "/comm", encoding: .utf8),
-                comm.trimmingCharacters(in: .newlines) == prefix
-            else { continue }
-            count += 1
-            let status = (try? String(contentsOfFile: base + "/status", encoding: .utf8)) ?? ""
-            for line in status.split(separator: "\n") where line.contains("ctxt_switches") {
-                switches += Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
-            }
-        }
-        return (count, switches)
-    }
-
     static func write(_ path: String, rows: Int) throws {
         let c = try Conn(path)
         try c.exec("PRAGMA journal_mode=WAL")
@@ -76,15 +56,15 @@ struct UploaderPoolTests {
         }
         let running = replicator.uploaderThreads
         #expect(running.max == 2 && running.running <= 2, "\(running)")
-        #expect(Self.threads(named: "vfs-upload many0.db").count <= 2)
+        #expect(TestSupport.threads(named: "vfs-upload many0.db").count <= 2)
 
         // Idle: each database parked, the threads asleep on one bell. A thread per database
         // polling every 10 ms (a tenth of max-delay) would switch thousands of times here.
         // The level-1 compactions of what was written (1 s level) run first.
         Thread.sleep(forTimeInterval: 2.5)
-        let before = Self.threads(named: "vfs-upload many0.db").switches
+        let before = TestSupport.threads(named: "vfs-upload many0.db").switches
         Thread.sleep(forTimeInterval: 2)
-        let idle = Self.threads(named: "vfs-upload many0.db").switches - before
+        let idle = TestSupport.threads(named: "vfs-upload many0.db").switches - before
         #expect(idle <= 10, "the pool's threads woke \(idle) times in 2 s with \(count) idle databases")
 
         // A commit to any of them wakes the pool: shipped without a flush.

@@ -157,8 +157,7 @@ void vr_db_bell_ring(vr_db *_Nonnull home);
 /* Parks the database: its next published transaction clears the flag and rings the bell.
  * Returns 0 (not parked) if a transaction after `seenTxid` is already published. */
 int vr_db_park(vr_db *_Nonnull db, uint64_t seenTxid);
-/* Whether it is still parked (0: a commit woke it), and unparking it. */
-int vr_db_is_parked(vr_db *_Nonnull db);
+/* Unparks it (the pool runs a turn for it). */
 void vr_db_unpark(vr_db *_Nonnull db);
 
 /* Names the calling thread (the kernel keeps 15 bytes), for `top -H` and /proc. */

@@ -52,15 +52,12 @@ final class UploaderPool: @unchecked Sendable {
         lock.lock()
         tasks.append(PoolTask(uploader))
         let wanted = min(maxThreads, tasks.count)
-        var starts: [Int] = []
-        while liveWorkers < wanted {
-            liveWorkers += 1
-            starts.append(liveWorkers)
-        }
+        let starts = max(0, wanted - liveWorkers)
+        liveWorkers += starts
         lock.unlock()
         // Named after the home database, for `top -H` and /proc (the kernel keeps 15 bytes).
         let name = "vfs-upload " + URL(fileURLWithPath: home?.databasePath ?? "").lastPathComponent
-        for _ in starts {
+        for _ in 0..<starts {
             // Named by the thread itself: on Linux Foundation does not apply a name set before
             // start (the thread would keep its creator's).
             let t = Thread { [self] in self.work(name: name) }

@@ -165,7 +165,6 @@ enum TestSupport {
         return e
     }
 
-    /// Polls `condition` every 100 ms until it holds or `timeout` seconds pass.
     /// Writes `dir/replication.yml` for one database `dir/<database>` replicated to the directory
     /// `dir/replica` (`extra`: more keys of that database, indented by four spaces) and loads it.
     static func fileReplicaConfig(dir: String, database: String = "app.db", maxDelay: String, extra: String = "")
@@ -183,6 +182,27 @@ enum TestSupport {
         return try ReplicationConfig.load(path: path)
     }
 
+    /// Threads of this process named `name` (the kernel keeps its first 15 bytes) and their
+    /// context switches, voluntary and not: every wake-up is one.
+    static func threads(named name: String) -> (count: Int, switches: Int) {
+        let prefix = String(name.prefix(15))
+        var count = 0
+        var switches = 0
+        for tid in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? [] {
+            let base = "/proc/self/task/" + tid
+            guard let comm = try? String(contentsOfFile: base + "/comm", encoding: .utf8),
+                comm.trimmingCharacters(in: .newlines) == prefix
+            else { continue }
+            count += 1
+            let status = (try? String(contentsOfFile: base + "/status", encoding: .utf8)) ?? ""
+            for line in status.split(separator: "\n") where line.contains("ctxt_switches") {
+                switches += Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
+            }
+        }
+        return (count, switches)
+    }
+
+    /// Polls `condition` every 100 ms until it holds or `timeout` seconds pass.
     static func waitUntil(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
