@@ -192,6 +192,12 @@ public final class Replicator: @unchecked Sendable {
         spool.setDurability(remote: remote, timeout: timeout)
     }
 
+    /// Bytes the uploader of `path` holds for reading its spool (nil if it is not configured):
+    /// an idle database holds none.
+    func spoolReadBufferBytes(database path: String) -> Int? {
+        Self.withProcessLock { current() }.first { $0.config.path == path }?.spoolReadBufferBytes
+    }
+
     /// One entry per configured database.
     public func status() -> [DatabaseStatus] { Self.withProcessLock { current() }.map { $0.status() } }
 

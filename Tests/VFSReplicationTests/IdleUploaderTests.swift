@@ -47,4 +47,32 @@ struct IdleUploaderTests {
         let shipped = TestSupport.waitUntil(timeout: 10) { spool.state().shippedTxid >= target }
         #expect(shipped, "transaction \(target) was not shipped after an idle period")
     }
+
+    /// Memory per idle database: a thousand tenants in one process must not hold a MiB each for
+    /// reads they are not doing. Small transactions are read with a buffer of their size, and a
+    /// parked database frees it (before, each uploader kept a zero-filled 1 MiB buffer for ever).
+    @Test func anIdleDatabaseHoldsNoSpoolReadBuffer() throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let replicator = try Replicator(
+            config: try TestSupport.fileReplicaConfig(
+                dir: dir, database: "tenant.db", maxDelay: "100ms", extra: "    levels:\n      - interval: 1s"))
+        replicator.start()
+        defer { replicator.shutdown(timeout: .seconds(10)) }
+        let dbPath = dir + "/tenant.db"
+        let c = try Conn(dbPath)
+        try c.exec("PRAGMA journal_mode=WAL")
+        try c.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, x BLOB)")
+        var largest = 0
+        for _ in 0..<20 {
+            try c.insertBlobs(1, bytes: 100)
+            try replicator.flush(timeout: .seconds(30))
+            largest = max(largest, replicator.spoolReadBufferBytes(database: dbPath) ?? -1)
+        }
+        // One-page transactions: a frame is 4120 bytes; a read of a few frames is what they need.
+        #expect(largest >= 0 && largest <= 64 * 1024, "the spool reader held \(largest) bytes for one-page transactions")
+        // Parked once compaction of what was written is done: nothing held.
+        let released = TestSupport.waitUntil(timeout: 20) { replicator.spoolReadBufferBytes(database: dbPath) == 0 }
+        #expect(released, "an idle database still holds \(replicator.spoolReadBufferBytes(database: dbPath) ?? -1) bytes of read buffer")
+    }
 }

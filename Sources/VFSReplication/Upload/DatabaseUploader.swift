@@ -222,6 +222,21 @@ final class DatabaseUploader: @unchecked Sendable {
     private var groupCommitUntil: ContinuousClock.Instant?
     private var parked = false
 
+    /// What the spool reader's buffer held at the end of the last turn (see
+    /// `SpoolReader.releaseBuffer`); guarded by `cond`, read by tests from other threads.
+    private var readBufferBytes = 0
+    var spoolReadBufferBytes: Int {
+        cond.lock()
+        defer { cond.unlock() }
+        return readBufferBytes
+    }
+    private func publishReadBuffer() {
+        let n = reader.bufferBytes
+        cond.lock()
+        readBufferBytes = n
+        cond.unlock()
+    }
+
     /// One turn of the upload loop: look at the state, do at most one piece of work (elect,
     /// read and ship, snapshot, a slice of maintenance), and say when to look again. Runs on a
     /// pool thread, never on two at once for one database.
@@ -279,7 +294,10 @@ final class DatabaseUploader: @unchecked Sendable {
         }
 
         do {
-            defer { publishBasePending() }
+            defer {
+                publishBasePending()
+                publishReadBuffer()
+            }
             try step(flushing: flushing)
             backoff = TurnRules.firstBackoff
             recordError(nil)
@@ -324,6 +342,8 @@ final class DatabaseUploader: @unchecked Sendable {
             // does, once per idle period) instead of polling the spool.
             guard spool.park(seenTXID: lastReadTXID) else { return .again }
             parked = true
+            reader.releaseBuffer()
+            publishReadBuffer()
             return .park(d)
         case .wait(let d):
             return .wait(d, wakeOnWork: true)

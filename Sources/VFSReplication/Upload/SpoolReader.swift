@@ -66,6 +66,12 @@ final class SpoolReader {
 
     init(spool: SpoolHandle) { self.spool = spool }
 
+    /// Bytes the read buffer holds (kept between reads; `releaseBuffer` frees it).
+    var bufferBytes: Int { buffer.count }
+
+    /// Frees the read buffer: an idle database keeps no memory for reads it is not doing.
+    func releaseBuffer() { buffer = [] }
+
     /// Frames recorded before this position have their WAL checksum chain verified; later ones
     /// only their salts. Records appended while this process runs were written into this boot's
     /// page cache by the shim, from the bytes SQLite checksummed as it wrote them (or verified
@@ -172,9 +178,12 @@ final class SpoolReader {
         var out: [(UInt32, SpoolPageLocation)] = []
         out.reserveCapacity(Int(hdr.nFrame))
         let perRead = max(1, (1 << 20) / frameSize)
-        if buffer.count < perRead * frameSize { buffer = [UInt8](repeating: 0, count: perRead * frameSize) }
-        var i = 0
         let total = Int(hdr.nFrame)
+        // Sized by what this record needs, up to 1 MiB: a database of small transactions holds a
+        // few KiB, not a zero-filled MiB (1000 idle databases held 1 GiB that way).
+        let need = min(perRead, max(total, 1)) * frameSize
+        if buffer.count < need { buffer = [UInt8](repeating: 0, count: need) }
+        var i = 0
         while i < total {
             let k = min(perRead, total - i)
             let base = dataOffset + UInt64(i * frameSize)
