@@ -218,6 +218,28 @@ struct S3ClientTests {
         #expect((s3.requestCounts - small).put == 1)
     }
 
+    /// A process with many databases talks to one server through few connections: transports
+    /// (one per database's client) share the process's easy handles, so a connection opened for
+    /// one database is reused by the next instead of each keeping its own handle, buffers and
+    /// idle connection.
+    @Test func transportsShareHandlesAndConnections() throws {
+        let server = try SeaweedFS.shared()
+        let pool = CurlHandlePool()  // this test's own, so other tests' requests do not count
+        let settings = HTTPTransportSettings(
+            connectTimeout: .seconds(5), lowSpeedTime: .seconds(10), lowSpeedLimit: 1, requestTimeout: .seconds(30),
+            caFile: nil, maxIdleHandles: 4)
+        let transports = (0..<10).map { _ in CurlTransport(settings: settings, handles: pool) }
+        var opened = 0
+        for t in transports {
+            let request = HTTPRequest(method: "GET", url: server.endpoint + "/", headers: [], body: .none)
+            let response = try t.execute(request).get()  // unsigned: 403 is an answer too
+            #expect(response.status > 0)
+            opened += response.newConnections
+        }
+        #expect(opened == 1, "ten transports opened \(opened) connections to one server, one after another")
+        #expect(pool.liveHandles == 1, "ten transports hold \(pool.liveHandles) easy handles")
+    }
+
     @Test func wrongSecretKeySaysSignatureDoesNotMatch() throws {
         let server = try SeaweedFS.shared()
         let bucket = try server.makeBucket("auth")

@@ -39,6 +39,8 @@ struct HTTPResponse {
     var headers: [String: String]
     var body: [UInt8]
     var bytesToFile: Int64
+    /// Connections this exchange had to open (0 when it reused one; CURLINFO_NUM_CONNECTS).
+    var newConnections = 0
 }
 
 /// A failed exchange: no HTTP status (connection, DNS, TLS, timeout) or a local I/O error.
@@ -97,8 +99,9 @@ struct HTTPTransportSettings: Sendable {
     var maxIdleHandles: Int
 }
 
-/// HTTP over libcurl's easy interface, with a small pool of easy handles so connections (and
-/// TLS sessions) are reused across requests and threads. Every request has a connect timeout
+/// HTTP over libcurl's easy interface. Easy handles come from one pool per process
+/// (CurlHandlePool), so connections (and TLS sessions) are reused across requests, threads and
+/// transports. Every request has a connect timeout
 /// and a low-speed abort; TLS peer and host verification are always on.
 ///
 /// libcurl signs nothing here: requests arrive signed (libcurl 7.88's CURLOPT_AWS_SIGV4 gets
@@ -109,30 +112,19 @@ struct HTTPTransportSettings: Sendable {
 /// https://curl.se/libcurl/c/libcurl-easy.html
 final class CurlTransport: Sendable {
     let settings: HTTPTransportSettings
-    private let pool: S3Locked<[CurlHandle]>
+    private let handles: CurlHandlePool
 
-    init(settings: HTTPTransportSettings) {
+    init(settings: HTTPTransportSettings, handles: CurlHandlePool = .shared) {
         _ = curlGlobalInit
         self.settings = settings
-        self.pool = S3Locked([])
-    }
-
-    deinit {
-        for handle in pool.withLock({ $0 }) { curl_easy_cleanup(handle.pointer) }
+        self.handles = handles
     }
 
     /// Performs one exchange. A response with any HTTP status is a success here.
     func execute(_ request: HTTPRequest) -> Result<HTTPResponse, HTTPTransportError> {
-        let handle = pool.withLock { $0.popLast() } ?? CurlHandle.make()
-        defer {
-            curl_easy_reset(handle.pointer)  // keeps the connection cache; drops our callbacks
-            let kept = pool.withLock { handles -> Bool in
-                guard handles.count < max(settings.maxIdleHandles, 1) else { return false }
-                handles.append(handle)
-                return true
-            }
-            if !kept { curl_easy_cleanup(handle.pointer) }
-        }
+        // Handles come from the process's pool, shared by every transport (CurlHandlePool).
+        let handle = handles.take()
+        defer { handles.give(handle, maxIdle: settings.maxIdleHandles) }
         return perform(request, on: handle.pointer)
     }
 
@@ -227,10 +219,12 @@ final class CurlTransport: Sendable {
         }
         var status = 0
         _ = ccurl_getinfo_long(curl, CURLINFO_RESPONSE_CODE, &status)
+        var connects = 0
+        _ = ccurl_getinfo_long(curl, CURLINFO_NUM_CONNECTS, &connects)
         return .success(
             HTTPResponse(
                 status: status == 0 ? context.status : status, headers: context.headers, body: context.memory,
-                bytesToFile: context.bytesToFile))
+                bytesToFile: context.bytesToFile, newConnections: connects))
     }
 
     private func milliseconds(_ duration: Duration) -> Int {
@@ -242,16 +236,6 @@ final class CurlTransport: Sendable {
 private let curlGlobalInit: Void = {
     _ = curl_global_init(ccurl_global_all())
 }()
-
-/// An easy handle; only ever used by one thread at a time (the pool hands it out).
-private struct CurlHandle: @unchecked Sendable {
-    let pointer: UnsafeMutableRawPointer
-
-    static func make() -> CurlHandle {
-        guard let pointer = curl_easy_init() else { fatalError("curl_easy_init failed: out of memory") }
-        return CurlHandle(pointer: pointer)
-    }
-}
 
 /// The state libcurl's callbacks work on during one `curl_easy_perform`. Passed to C as an
 /// unretained pointer: `perform` keeps it alive (`withExtendedLifetime`) until libcurl returns,
