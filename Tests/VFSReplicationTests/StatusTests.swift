@@ -88,14 +88,15 @@ struct StatusRecordTests {
         #expect(r.fenced?.message == "another writer")
     }
 
-    @Test func requestsAreKeptSevenDays() {
+    @Test func requestsAreKeptTwoMonths() {
         var r = UploaderRecord(database: "/db")
-        for day in 0..<10 {
+        let days = UploaderRecord.requestDays
+        for day in 0..<(days + 3) {
             r.apply(.request(.put, count: day + 1), now: t0 + Double(day) * 86400, pid: 1)
         }
-        #expect(r.requests.count == 7)
+        #expect(r.requests.count == days)
         #expect(r.requests.first?.day == UploaderRecord.day(t0 + 3 * 86400))
-        #expect(r.requests(on: t0 + 9 * 86400)[.put] == 10)
+        #expect(r.requests(on: t0 + Double(days + 2) * 86400)[.put] == days + 3)
         #expect(r.requests(on: t0)[.put] == 0)
         #expect(UploaderRecord.day(t0) == "2026-05-28")
     }
