@@ -321,5 +321,14 @@ struct ConfigPricesTests {
                 replica: {url: file:///r}
             """)
         #expect(message.contains("unknown key 'price'") && message.contains("'prices'"), "\(message)")
+
+        message = Self.error(
+            """
+            databases:
+              - path: a.sqlite3
+                price-list: r2
+                replica: {url: file:///r}
+            """)
+        #expect(message.contains("unknown key 'price-list' in database 'a.sqlite3' (put 'price-list' under 'replica'"), "\(message)")
     }
 }

@@ -50,6 +50,8 @@ struct ConfigParser {
         "<<": "YAML merge keys are not supported; put shared settings under 'defaults'",
         "snapshot": "use 'snapshot-interval' for the interval and 'retention' for how long history is kept",
         "l0-retention": "level-0 files are kept for the interval of level 2; see 'levels'",
+        "price-list": "put 'price-list' under 'replica'; it names a list of 'prices'",
+        "pricing": "did you mean 'prices'? price lists go under a top-level 'prices'",
     ]
 
     /// Keys that belong in `defaults` (or a database), not at the top level as in Litestream.
