@@ -109,6 +109,17 @@ struct CostCalculatorTests {
         #expect(e.projectedMonth.usage.classA == 600 + 100 * 24 * 21 + 1200)
         #expect(e.projectedMonth.dollars == nil && e.today.dollars == nil, "no price list, no dollars")
         #expect(e.summary().contains("no price list"))
+        #expect(e.rateSeconds == 6 * 3600 && e.summary().contains("(rate of the last 6h)"), "\(e.summary())")
+    }
+
+    @Test func aYoungWindowIsTakenAsAnHour() {
+        var r = UploaderRecord(database: "/db")
+        r.countingSince = Self.date("2026-12-10T11:59:50Z")
+        r.requests = [.init(day: "2026-12-10", counts: [.put: 8])]
+        let e = CostEstimate.make(record: r, prices: nil, now: Self.date("2026-12-10T12:00:00Z"))
+        // 8 requests in 10 s are not 8 every 10 s for three weeks: 8 an hour.
+        #expect(e.rateSeconds == 3600)
+        #expect(e.projectedMonth.usage.classA == 8 + 8 * (21 * 24 + 12))
     }
 
     @Test func noRecordIsZeroNotUnknownDollars() {

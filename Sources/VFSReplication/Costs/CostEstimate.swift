@@ -17,6 +17,9 @@ import Foundation
 public struct CostEstimate: Sendable, Equatable, Encodable {
     /// Days the projection's rate looks back over (today included).
     public static let rateDays = 7
+    /// The shortest window a rate is taken over: a few requests at start-up spread over an hour,
+    /// not extrapolated from seconds to a month.
+    public static let minimumRateSeconds = 3600.0
 
     public struct Window: Sendable, Equatable, Encodable {
         public var usage: Usage
@@ -37,8 +40,10 @@ public struct CostEstimate: Sendable, Equatable, Encodable {
     public var month: Window
     /// The whole UTC month: so far plus the recent rate for the rest.
     public var projectedMonth: Window
-    /// When the projection's rate window starts.
+    /// When the projection's rate window starts, and how long it is (at least
+    /// `minimumRateSeconds`: a young window's projection is rough, and the text says how young).
     public var rateSince: Date?
+    public var rateSeconds: Double?
     public let estimated = true
 
     public static func make(record: UploaderRecord?, prices: PriceList?, now: Date) -> CostEstimate {
@@ -60,8 +65,7 @@ public struct CostEstimate: Sendable, Equatable, Encodable {
         if let begun, begun > rateStart { rateStart = min(begun, now) }
         let rateStartKey = UploaderRecord.day(rateStart)
         let recent = days.filter { $0.day >= rateStartKey && $0.day <= todayKey }.map(Usage.init).reduce(Usage(), +)
-        // At least a minute of window, so a first request does not project to millions.
-        let elapsed = max(60, now.timeIntervalSince(rateStart))
+        let elapsed = max(Self.minimumRateSeconds, now.timeIntervalSince(rateStart))
         let remaining = max(0, monthEnd.timeIntervalSince(now))
         let projected = month + recent.scaled(by: remaining / elapsed)
 
@@ -77,7 +81,7 @@ public struct CostEstimate: Sendable, Equatable, Encodable {
             today: window(today, fraction: now.timeIntervalSince(todayStart) / monthLength),
             month: window(month, fraction: now.timeIntervalSince(monthStart) / monthLength),
             projectedMonth: window(projected, fraction: 1),
-            rateSince: days.isEmpty ? nil : rateStart)
+            rateSince: days.isEmpty ? nil : rateStart, rateSeconds: days.isEmpty ? nil : elapsed)
     }
 
     static var utc: Calendar {
@@ -104,10 +108,11 @@ public struct CostEstimate: Sendable, Equatable, Encodable {
         func money(_ w: Window) -> String { w.dollars.map { CostCalculator.format($0.total) + " " } ?? "" }
         parts.append("today \(money(today))(A \(today.usage.classA) B \(today.usage.classB) DELETE \(today.usage.free))")
         parts.append("month \(money(month))(A \(month.usage.classA) B \(month.usage.classB))")
+        let basis = rateSeconds.map { " (rate of the last \(StatusReport.duration($0)))" } ?? ""
         if let d = projectedMonth.dollars {
-            parts.append("projected \(CostCalculator.format(d.total))/month")
+            parts.append("projected \(CostCalculator.format(d.total))/month\(basis)")
         } else {
-            parts.append("projected A \(projectedMonth.usage.classA) B \(projectedMonth.usage.classB)/month")
+            parts.append("projected A \(projectedMonth.usage.classA) B \(projectedMonth.usage.classB)/month\(basis)")
         }
         if month.usage.egressBytes > 0 { parts.append("egress \(StatusReport.bytes(UInt64(month.usage.egressBytes))) this month") }
         parts.append("stored " + (replicaBytes.map { StatusReport.bytes(UInt64(max(0, $0))) } ?? "?"))
