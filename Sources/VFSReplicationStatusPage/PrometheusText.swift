@@ -69,6 +69,30 @@ public enum PrometheusText {
                 name: "vfsreplication_backed_up",
                 help: "1 when the database's current state is in the replica (or there is nothing to back up yet).",
                 type: "gauge"),
+            // 19-24: costs (estimates; see CostEstimate).
+            Family(
+                name: "vfsreplication_billed_requests",
+                help: "Replica requests by billing class (A: PUT, LIST; B: GET; free: DELETE) in a UTC window: today, month, projected_month.",
+                type: "gauge"),
+            Family(
+                name: "vfsreplication_egress_bytes", help: "Bytes the replica's GETs returned in a UTC window.",
+                type: "gauge"),
+            Family(
+                name: "vfsreplication_replica_bytes",
+                help: "Bytes stored in the replica (sum of object sizes, as the uploader's listing knows it).",
+                type: "gauge"),
+            Family(name: "vfsreplication_replica_files", help: "Objects in the replica.", type: "gauge"),
+            Family(
+                name: "vfsreplication_estimated_dollars",
+                help: "Estimated US dollars (gross, list prices) in a UTC window: today, month, projected_month.",
+                type: "gauge"),
+            Family(
+                name: "vfsreplication_price_list_info",
+                help: "The price list the estimates use (1), with its name and as-of date.", type: "gauge"),
+            Family(
+                name: "vfsreplication_estimated_dollars_total",
+                help: "Every database's estimated dollars in a window; projected_month_after_free_tier takes each price list's free allowance off once.",
+                type: "gauge"),
         ]
         func add(_ index: Int, _ r: StatusReport, _ value: Double?, _ extra: [(String, String)] = []) {
             guard let value else { return }
@@ -99,6 +123,26 @@ public enum PrometheusText {
                 add(17, r, d.spoolError == nil && !d.captureBehind ? 1 : 0)
             }
             add(18, r, r.notBackedUpSince == nil ? 1 : 0)
+            let windows = [
+                ("today", r.costs.today), ("month", r.costs.month), ("projected_month", r.costs.projectedMonth),
+            ]
+            for (name, w) in windows {
+                add(19, r, Double(w.usage.classA), [("class", "A"), ("window", name)])
+                add(19, r, Double(w.usage.classB), [("class", "B"), ("window", name)])
+                add(19, r, Double(w.usage.free), [("class", "free"), ("window", name)])
+                add(20, r, Double(w.usage.egressBytes), [("window", name)])
+                add(23, r, w.dollars?.total, [("window", name)])
+            }
+            add(21, r, r.costs.replicaBytes.map(Double.init))
+            add(22, r, r.costs.replicaFiles.map(Double.init))
+            if let p = r.costs.priceList { add(24, r, 1, [("price_list", p.name), ("as_of", p.asOf)]) }
+        }
+        let totals = CostTotals(reports.map(\.costs))
+        for (name, value) in [
+            ("today", totals.today), ("month", totals.month), ("projected_month", totals.projectedMonth),
+            ("projected_month_after_free_tier", totals.projectedMonthAfterFreeTier),
+        ] where !reports.isEmpty {
+            families[25].samples.append((labels: [("window", name)], value: value))
         }
         var out = ""
         for f in families where !f.samples.isEmpty {
@@ -128,6 +172,8 @@ public enum PrometheusText {
     static func format(_ value: Double) -> String {
         if value.isNaN { return "NaN" }
         if value == value.rounded() && abs(value) < 1e15 { return String(Int64(value)) }
+        // Dollars of a quiet database are fractions of a cent: keep their significant digits.
+        if abs(value) < 1 { return String(format: "%.9g", value) }
         return String(format: "%.3f", value)
     }
 }

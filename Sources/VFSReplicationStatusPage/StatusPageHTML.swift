@@ -28,6 +28,7 @@ enum StatusPageHTML {
             <header>
             <h1>\(escape(options.title))</h1>
             <p class="summary \(healthy ? "ok" : "bad")">\(summary(total: reports.count, unhealthy: unhealthy))</p>
+            <p class="meta costs">\(escape(totalCosts(reports)))</p>
             <p class="meta">\(escape(format(generatedAt))) · <a href="\(escape(options.mountPath))/status.json">status.json</a> · <a href="\(escape(options.mountPath))/metrics">metrics</a></p>
             </header>
             <main>
@@ -38,6 +39,13 @@ enum StatusPageHTML {
         }
         html += "</main>\n</body>\n</html>\n"
         return html
+    }
+
+    static func totalCosts(_ reports: [StatusReport]) -> String {
+        let t = CostTotals(reports.map(\.costs))
+        return "Estimated cost: today \(CostCalculator.format(t.today)) · this month \(CostCalculator.format(t.month)) · "
+            + "projected \(CostCalculator.format(t.projectedMonth))/month, "
+            + "\(CostCalculator.format(t.projectedMonthAfterFreeTier)) after the free tiers (if these databases are all the account holds)"
     }
 
     static func summary(total: Int, unhealthy: Int) -> String {
@@ -69,6 +77,7 @@ enum StatusPageHTML {
         let today = r.requestsToday
         rows.append(
             ("Requests today", RequestKind.allCases.map { "\($0.rawValue) \(today[$0])" }.joined(separator: " · ")))
+        rows.append(("Costs (estimated)", costs(r.costs)))
         if let record = r.record {
             rows.append(
                 (
@@ -129,6 +138,25 @@ enum StatusPageHTML {
         svg +=
             "</svg><figcaption>lag, last \(samples.count) samples · peak \(StatusReport.duration(values.max() ?? 0))</figcaption></figure>\n"
         return svg
+    }
+
+    /// `today $0.0012 · month $0.03 · projected $0.09/month · A 40 B 2 today · stored 12.0 MiB · r2 (2025)`.
+    static func costs(_ c: CostEstimate) -> String {
+        var parts: [String] = []
+        if c.priceList != nil {
+            parts.append("today " + CostCalculator.format(c.today.dollars?.total ?? 0))
+            parts.append("month " + CostCalculator.format(c.month.dollars?.total ?? 0))
+            parts.append("projected " + CostCalculator.format(c.projectedMonth.dollars?.total ?? 0) + "/month")
+        }
+        parts.append("A \(c.today.usage.classA) · B \(c.today.usage.classB) today")
+        parts.append("A \(c.month.usage.classA) · B \(c.month.usage.classB) this month")
+        parts.append("stored " + (c.replicaBytes.map { StatusReport.bytes(UInt64(max(0, $0))) } ?? "unknown"))
+        if let p = c.priceList {
+            parts.append("prices \(p.name) as of \(p.asOf)")
+        } else {
+            parts.append("no price list (set 'price-list' on the replica)")
+        }
+        return parts.joined(separator: " · ")
     }
 
     private static func ago(_ date: Date?, _ now: Date) -> String {

@@ -419,7 +419,7 @@ private func write(_ text: String, to path: String) throws {
                 == "config.yml:1: unknown key 'database' (did you mean 'databases'?)")
         #expect(
             configError("logging: {level: debug}\ndatabases: []\n")
-                == "config.yml:1: unknown key 'logging' (known keys: defaults, databases, uploader-threads)")
+                == "config.yml:1: unknown key 'logging' (known keys: defaults, databases, uploader-threads, prices)")
     }
 
     @Test func unknownKeysInDefaults() {

@@ -144,6 +144,9 @@ struct DashboardTests {
         #expect(html.contains(f.dbPath) && html.contains("The database is healthy"), "\(html)")
         #expect(html.contains("href=\"/replication/status.json\"") && html.contains("<svg"))
         #expect(!html.contains("<script"))
+        // Costs: a directory replica is free, and says whose prices those are.
+        #expect(html.contains("<dt>Costs (estimated)</dt><dd>today $0.00 · month $0.00 · projected $0.00/month"), "\(html)")
+        #expect(html.contains("prices free as of \(ShippedPrices.asOf)") && html.contains("Estimated cost: today $0.00"))
 
         r = page.respond(
             method: "GET", path: "/replication/status.json?x=1", authorization: good, clientIsLoopback: false)
@@ -152,6 +155,10 @@ struct DashboardTests {
         let db = try #require((json?["databases"] as? [[String: Any]])?.first)
         #expect(json?["healthy"] as? Bool == true && db["database"] as? String == f.dbPath)
         #expect((db["lastUpload"] as? String) != nil)
+        let costs = try #require(db["costs"] as? [String: Any])
+        let stored = try #require(costs["replicaBytes"] as? Int)
+        #expect(stored > 0 && (costs["priceList"] as? [String: Any])?["name"] as? String == "free")
+        #expect((json?["costs"] as? [String: Any])?["projectedMonthAfterFreeTier"] as? Double == 0)
 
         r = page.respond(method: "GET", path: "/replication/metrics", authorization: good, clientIsLoopback: false)
         let metrics = String(decoding: r.body, as: UTF8.self)
@@ -159,6 +166,10 @@ struct DashboardTests {
         #expect(metrics.contains("# TYPE vfsreplication_lag_seconds gauge"))
         #expect(metrics.contains("vfsreplication_healthy{database=\"\(f.dbPath)\"} 1"), "\(metrics)")
         #expect(metrics.contains("vfsreplication_requests_today{database=\"\(f.dbPath)\",kind=\"PUT\"}"))
+        #expect(metrics.contains("vfsreplication_replica_bytes{database=\"\(f.dbPath)\"} \(stored)\n"), "\(metrics)")
+        #expect(metrics.contains("vfsreplication_estimated_dollars{database=\"\(f.dbPath)\",window=\"month\"} 0\n"))
+        #expect(metrics.contains("vfsreplication_billed_requests{database=\"\(f.dbPath)\",class=\"A\",window=\"today\"} "))
+        #expect(metrics.contains("vfsreplication_estimated_dollars_total{window=\"projected_month_after_free_tier\"} 0\n"))
         #expect(
             page.respond(method: "HEAD", path: "/replication/metrics", authorization: good, clientIsLoopback: false)
                 .body.isEmpty)

@@ -88,14 +88,15 @@ struct StatusRecordTests {
         #expect(r.fenced?.message == "another writer")
     }
 
-    @Test func requestsAreKeptSevenDays() {
+    @Test func requestsAreKeptTwoMonths() {
         var r = UploaderRecord(database: "/db")
-        for day in 0..<10 {
+        let days = UploaderRecord.requestDays
+        for day in 0..<(days + 3) {
             r.apply(.request(.put, count: day + 1), now: t0 + Double(day) * 86400, pid: 1)
         }
-        #expect(r.requests.count == 7)
+        #expect(r.requests.count == days)
         #expect(r.requests.first?.day == UploaderRecord.day(t0 + 3 * 86400))
-        #expect(r.requests(on: t0 + 9 * 86400)[.put] == 10)
+        #expect(r.requests(on: t0 + Double(days + 2) * 86400)[.put] == days + 3)
         #expect(r.requests(on: t0)[.put] == 0)
         #expect(UploaderRecord.day(t0) == "2026-05-28")
     }
@@ -295,6 +296,18 @@ struct StatusLiveTests {
         #expect(try f.metrics.expectGauge(MetricsObserver.Label.spoolPendingBytes, d).lastValue == 0)
         #expect(try f.metrics.expectGauge(MetricsObserver.Label.uploader, d).lastValue == 1)
         #expect(try f.metrics.expectCounter(MetricsObserver.Label.errors, d).totalValue == 0)
+        // The replica's size, from the uploader's own listing: the files in the replica directory
+        // (the event follows the durable TXID by a moment; a compaction may change both).
+        func replicaDirectoryBytes() -> Double {
+            let names = (try? FileManager.default.subpathsOfDirectory(atPath: f.replicaDir)) ?? []
+            return names.filter { $0.hasSuffix(".ltx") }.reduce(0.0) {
+                $0 + Double((try? FileManager.default.attributesOfItem(atPath: f.replicaDir + "/" + $1)[.size] as? Int) ?? 0)
+            }
+        }
+        let sized = TestSupport.waitUntil(timeout: 10) {
+            (try? f.metrics.expectGauge(MetricsObserver.Label.replicaBytes, d).lastValue) == replicaDirectoryBytes()
+        }
+        #expect(sized, "\((try? f.metrics.expectGauge(MetricsObserver.Label.replicaBytes, d).lastValue) as Any) vs \(replicaDirectoryBytes())")
         // Dimensions are fixed: one instrument per label (requests: per kind), never per event.
         #expect(f.metrics.counters(label: MetricsObserver.Label.requests).count == RequestKind.allCases.count)
         #expect(f.metrics.counters(label: MetricsObserver.Label.commits).count == 1)

@@ -11,8 +11,13 @@ class DashboardTest < Minitest::Test
         { "database" => "/app/storage/production.sqlite3", "replica" => "file:///b/p", "healthy" => false,
           "problems" => ["lag 75s exceeds 60s <script>"], "localTXID" => 912, "durableTXID" => 880, "lagSeconds" => 75.0,
           "lagTransactions" => 32, "pendingSpoolBytes" => 1_300_000, "lastUpload" => "2026-12-01T09:58:00Z",
-          "requestsToday" => { "PUT" => 5 }, "uploader" => { "running" => true, "pid" => 4242 } },
-      ] }, 1]
+          "requestsToday" => { "PUT" => 5 }, "uploader" => { "running" => true, "pid" => 4242 },
+          "costs" => { "estimated" => true, "replicaBytes" => 3_145_728, "replicaFiles" => 12,
+                       "priceList" => { "name" => "r2", "asOf" => "2025" },
+                       "today" => { "usage" => { "classA" => 5, "classB" => 1 }, "dollars" => { "total" => 0.0000234 } },
+                       "month" => { "usage" => { "classA" => 120, "classB" => 30 }, "dollars" => { "total" => 0.25 } },
+                       "projectedMonth" => { "usage" => { "classA" => 400, "classB" => 90 }, "dollars" => { "total" => 1.5 } } } },
+      ], "costs" => { "today" => 0.0000234, "month" => 0.25, "projectedMonth" => 1.5, "projectedMonthAfterFreeTier" => 0 } }, 1]
     end
 
     def restore_points(_config, _database)
@@ -50,6 +55,8 @@ class DashboardTest < Minitest::Test
     assert_includes page.body, "1.2 MiB"
     assert_includes page.body, "<tr><td>912</td><td>2026-12-01T09:58:00Z</td>" # restore point 0x390, in decimal as vfs-status prints TXIDs
     assert_includes page.body, "pid 4242"
+    assert_includes page.body, "today $0.000023 · month $0.25 · projected $1.50/month · A 120 · B 30 this month · stored 3.0 MiB · prices r2 as of 2025"
+    assert_includes page.body, "Estimated cost: today $0.000023 · this month $0.25 · projected $1.50/month, $0.00 after the free tiers"
     json = get(app, "/status.json", basic("ops", "pw"))
     assert_equal "application/json", json.headers["content-type"]
     assert_equal 912, JSON.parse(json.body)["databases"][0]["localTXID"]

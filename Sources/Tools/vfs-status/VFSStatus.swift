@@ -62,7 +62,11 @@ struct VFSStatus: ParsableCommand {
             let document = StatusDocument(reports: reports)
             print(String(decoding: try document.jsonData(), as: UTF8.self))
         } else {
-            for report in reports { print(report.summaryLine()) }
+            for report in reports {
+                print(report.summaryLine())
+                print("  " + report.costLine())
+            }
+            print(CostTotals(reports.map(\.costs)).summary())
         }
         if !reports.allSatisfy(\.healthy) { throw ExitCode(1) }
     }

@@ -148,6 +148,14 @@ public final class ReplicaMaintainer: @unchecked Sendable {
         }
     }
 
+    /// How many objects and bytes the maintainer believes the replica holds (nil before
+    /// `loadIndex`): its index, kept without extra requests (costs use it).
+    public var storedSize: (files: Int, bytes: Int64)? {
+        lock.lock()
+        defer { lock.unlock() }
+        return index.map { ($0.count, $0.bytes) }
+    }
+
     /// The files the maintainer believes the replica holds (empty before `loadIndex`).
     public var files: [LTXFileInfo] {
         lock.lock()

@@ -10,7 +10,7 @@ struct ConfigParser {
     let baseDirectory: String
     let environment: [String: String]
 
-    static let topLevelKeys = ["defaults", "databases", "uploader-threads"]
+    static let topLevelKeys = ["defaults", "databases", "uploader-threads", "prices"]
     static let policyKeys = [
         "max-delay", "spool-max-bytes", "spool-full", "retention", "snapshot-interval", "levels", "durability",
         "durability-timeout", "group-commit-window", "compaction-cache-bytes",
@@ -20,8 +20,11 @@ struct ConfigParser {
     static let levelKeys = ["interval"]
     static let replicaKeys = [
         "url", "endpoint", "region", "force-path-style", "access-key-id", "secret-access-key", "r2-account-id",
-        "ca-file",
+        "ca-file", "price-list",
     ]
+    /// The largest price any key of a price list accepts, in dollars (a typo of magnitude is
+    /// caught; no real price per unit comes near).
+    static let largestPrice = 1_000_000.0
     /// The longest duration each key accepts. Beyond these a value is a mistake (a week of
     /// max-delay ships nothing), and every sum with a clock reading stays far from overflowing.
     static let longestDurations: [String: Duration] = [
@@ -47,6 +50,8 @@ struct ConfigParser {
         "<<": "YAML merge keys are not supported; put shared settings under 'defaults'",
         "snapshot": "use 'snapshot-interval' for the interval and 'retention' for how long history is kept",
         "l0-retention": "level-0 files are kept for the interval of level 2; see 'levels'",
+        "price-list": "put 'price-list' under 'replica'; it names a list of 'prices'",
+        "pricing": "did you mean 'prices'? price lists go under a top-level 'prices'",
     ]
 
     /// Keys that belong in `defaults` (or a database), not at the top level as in Litestream.
@@ -64,6 +69,7 @@ struct ConfigParser {
         case defaultsReplica
         case database(String)
         case replica(String)
+        case priceList(String)
         indirect case level(Int, within: Scope)
 
         var suffix: String {
@@ -74,6 +80,7 @@ struct ConfigParser {
             case .defaultsReplica: " in the defaults replica"
             case .database(let name): " in database '\(name)'"
             case .replica(let name): " in the replica of database '\(name)'"
+            case .priceList(let name): " in price list '\(name)'"
             }
         }
     }
@@ -109,6 +116,7 @@ struct ConfigParser {
         var secretAccessKey: String?
         var r2AccountID: String?
         var caFile: String?
+        var priceList: String?
         /// The value node each key came from (for conflicts found after merging).
         var nodes: [String: Node] = [:]
 
@@ -122,6 +130,7 @@ struct ConfigParser {
             result.secretAccessKey = secretAccessKey ?? defaults.secretAccessKey
             result.r2AccountID = r2AccountID ?? defaults.r2AccountID
             result.caFile = caFile ?? defaults.caFile
+            result.priceList = priceList ?? defaults.priceList
             result.nodes = defaults.nodes.merging(nodes) { _, mine in mine }
             return result
         }
@@ -154,6 +163,11 @@ struct ConfigParser {
         }
         let top = try entries(of: root, scope: .root, known: Self.topLevelKeys, hints: Self.topLevelHints)
 
+        var priceLists = ShippedPrices.all
+        if let entry = top["prices"], !isNull(entry.value) {
+            priceLists = try prices(entry)
+        }
+
         var defaults = Layer()
         if let entry = top["defaults"], !isNull(entry.value) {
             guard case .mapping = entry.value else {
@@ -179,7 +193,8 @@ struct ConfigParser {
         var seenPaths: [String: (name: String, line: Int)] = [:]
         var seenURLs: [String: (name: String, line: Int)] = [:]
         for (index, item) in items.enumerated() {
-            let (database, name) = try parseDatabase(item, number: index + 1, defaults: defaults)
+            let (database, name) = try parseDatabase(
+                item, number: index + 1, defaults: defaults, priceLists: priceLists)
             let line = item.mark?.line ?? 0
             let canonical = ConfigPaths.canonical(database.path)
             if let first = seenPaths[canonical] {
@@ -197,6 +212,7 @@ struct ConfigParser {
             databases.append(database)
         }
         var config = ReplicationConfig(databases: databases)
+        config.priceLists = priceLists
         if let entry = top["uploader-threads"], let text = try string(entry, scope: .root) {
             guard let n = Int(text), (1...ReplicationConfig.maxUploaderThreads).contains(n) else {
                 throw failure(
@@ -209,7 +225,9 @@ struct ConfigParser {
         return config
     }
 
-    private func parseDatabase(_ item: Node, number: Int, defaults: Layer) throws -> (DatabaseConfig, String) {
+    private func parseDatabase(_ item: Node, number: Int, defaults: Layer, priceLists: [String: PriceList]) throws
+        -> (DatabaseConfig, String)
+    {
         guard case .mapping(let mapping) = item else {
             if case .scalar(let scalar) = item {
                 throw failure(item, "database #\(number) must be a mapping; write '- path: \(scalar.string)'")
@@ -278,6 +296,22 @@ struct ConfigParser {
             replica.secretAccessKey = replicaLayer.secretAccessKey
             replica.r2AccountID = replicaLayer.r2AccountID
             replica.caFile = replicaLayer.caFile
+        }
+        // A directory costs nothing unless its own replica names prices (a `price-list` in
+        // `defaults` is meant for the S3 replicas).
+        var chosenList = replicaLayer.priceList
+        if case .file = kind { chosenList = own.replica.priceList }
+        if let listName = chosenList {
+            guard let list = priceLists[listName] else {
+                let node = own.replica.nodes["price-list"] ?? defaults.replica.nodes["price-list"] ?? replicaEntry.keyNode
+                let known = priceLists.keys.sorted()
+                var hint = "price lists: \(known.joined(separator: ", ")); add your own under 'prices:'"
+                if let suggestion = ConfigValues.suggestion(for: listName, among: known) {
+                    hint = "did you mean '\(suggestion)'? " + hint
+                }
+                throw failure(node, "unknown 'price-list' '\(listName)' in the replica of database '\(name)' (\(hint))")
+            }
+            replica.priceList = list
         }
         // A file replica ignores S3 settings (they usually come from `defaults`).
         let database = DatabaseConfig(
@@ -411,7 +445,62 @@ struct ConfigParser {
         if let entry = fields["ca-file"], let text = try string(entry, scope: scope) {
             replica.caFile = ConfigPaths.absolute(text, relativeTo: baseDirectory, home: environment["HOME"])
         }
+        if let entry = fields["price-list"] { replica.priceList = try string(entry, scope: scope) }
         return replica
+    }
+
+    // MARK: Prices
+
+    /// `prices:`: a mapping of price-list names to prices. A shipped list's name changes only
+    /// the keys given; a new name starts from zero, or from the shipped list it is `based-on`.
+    private func prices(_ entry: Entry) throws -> [String: PriceList] {
+        guard case .mapping(let mapping) = entry.value else {
+            throw failure(
+                entry.value, "'prices' must be a mapping of price-list names (e.g. 'r2:') to their prices")
+        }
+        var lists = ShippedPrices.all
+        for (keyNode, value) in mapping {
+            guard case .scalar(let keyScalar) = keyNode, !keyScalar.string.isEmpty else {
+                throw failure(keyNode, "price-list names in 'prices' must be plain names")
+            }
+            let name = keyScalar.string
+            let scope = Scope.priceList(name)
+            guard case .mapping = value else {
+                throw failure(value, "price list '\(name)' in 'prices' must be a mapping of prices (e.g. 'storage-per-gb-month: 0.015')")
+            }
+            let fields = try entries(of: value, scope: scope, known: PriceList.configKeys)
+            var list: PriceList
+            if let base = fields["based-on"], let baseName = try string(base, scope: scope) {
+                guard let shipped = ShippedPrices.all[baseName] else {
+                    throw failure(
+                        base.value,
+                        "'based-on'\(scope.suffix) names '\(baseName)'; it must be a shipped price list: "
+                            + ShippedPrices.all.keys.sorted().joined(separator: ", "))
+                }
+                list = shipped
+                list.source = "\(shipped.source ?? shipped.name), changed in \(sourceName)"
+            } else if let shipped = ShippedPrices.all[name] {
+                list = shipped
+                if !fields.isEmpty { list.source = "\(shipped.source ?? shipped.name), changed in \(sourceName)" }
+            } else {
+                list = PriceList(name: name, asOf: "unknown", source: sourceName)
+            }
+            list.name = name
+            if let e = fields["as-of"], let text = try string(e, scope: scope) { list.asOf = text }
+            if let e = fields["source"], let text = try string(e, scope: scope) { list.source = text }
+            for (key, path) in PriceList.numericKeys {
+                guard let e = fields[key], let text = try string(e, scope: scope) else { continue }
+                let cleaned = text.hasPrefix("$") ? String(text.dropFirst()) : text
+                guard let number = Double(cleaned), number.isFinite, number >= 0, number <= Self.largestPrice else {
+                    throw failure(
+                        e.value,
+                        "invalid price '\(text)' for '\(key)'\(scope.suffix) (a number of dollars from 0 to \(Int(Self.largestPrice)), e.g. 0.015)")
+                }
+                list[keyPath: path] = number
+            }
+            lists[name] = list
+        }
+        return lists
     }
 
     // MARK: Values

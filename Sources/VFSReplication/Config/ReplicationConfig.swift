@@ -57,6 +57,9 @@ public struct ReplicationConfig: Sendable, Equatable {
     /// Threads that ship every database of a `Replicator` (`uploader-threads`; nil: the
     /// default, min(4, cores)). Databases do not get a thread each: see `UploaderPool`.
     public var uploaderThreads: Int?
+    /// The price lists replicas may name (`price-list:`): the shipped ones (`ShippedPrices`)
+    /// with the config's `prices:` applied.
+    public var priceLists: [String: PriceList] = ShippedPrices.all
     /// The most `uploader-threads` accepts.
     public static let maxUploaderThreads = 64
 
@@ -235,6 +238,16 @@ public struct ReplicaConfig: Sendable, Equatable {
     public var r2AccountID: String?
     /// A PEM bundle of CA certificates to trust for the endpoint (absolute path).
     public var caFile: String?
+    /// The prices of the replica's provider as the config chose them (`price-list:`); nil when
+    /// it names none (`prices` then guesses from the location).
+    public var priceList: PriceList?
+
+    /// What cost estimates use: `priceList`, else the shipped list for the kind of location
+    /// (`PriceList.defaultName(for:)`: free for a directory, R2, AWS S3 Standard), else nil (an
+    /// S3-compatible endpoint of unknown price).
+    public var prices: PriceList? {
+        priceList ?? PriceList.defaultName(for: self).flatMap { ShippedPrices.all[$0] }
+    }
 
     public init(
         kind: Kind,
@@ -360,6 +373,7 @@ extension ReplicaConfig: CustomStringConvertible, CustomDebugStringConvertible, 
         if secretAccessKey != nil { parts.append("secretAccessKey: <redacted>") }
         if let r2AccountID { parts.append("r2AccountID: \(r2AccountID)") }
         if let caFile { parts.append("caFile: \(caFile)") }
+        if let priceList { parts.append("priceList: \(priceList.name)") }
         return "ReplicaConfig(" + parts.joined(separator: ", ") + ")"
     }
 

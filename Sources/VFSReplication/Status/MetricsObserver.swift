@@ -29,6 +29,11 @@ import Foundation
 /// | `vfsreplication_spool_pending_bytes` | gauge | spool bytes not yet shipped |
 /// | `vfsreplication_fenced` | gauge | 1 when another writer owns the replica |
 /// | `vfsreplication_uploader` | gauge | 1 while this process uploads the database |
+/// | `vfsreplication_egress_bytes` | counter | bytes the replica's GETs returned (billed as egress by some providers) |
+/// | `vfsreplication_replica_bytes` | gauge | the replica's size, as the uploader's listing knows it |
+///
+/// Dollars need a price list and a month of counts: the status page's `/metrics`
+/// (`PrometheusText`) has them, from the status files.
 ///
 /// See https://github.com/apple/swift-metrics
 public final class MetricsObserver: UploaderObserver, @unchecked Sendable {
@@ -45,6 +50,8 @@ public final class MetricsObserver: UploaderObserver, @unchecked Sendable {
         public static let spoolPendingBytes = "vfsreplication_spool_pending_bytes"
         public static let fenced = "vfsreplication_fenced"
         public static let uploader = "vfsreplication_uploader"
+        public static let egressBytes = "vfsreplication_egress_bytes"
+        public static let replicaBytes = "vfsreplication_replica_bytes"
     }
 
     private struct Instruments {
@@ -59,6 +66,8 @@ public final class MetricsObserver: UploaderObserver, @unchecked Sendable {
         let spoolPendingBytes: Gauge
         let fenced: Gauge
         let uploader: Gauge
+        let egressBytes: Counter
+        let replicaBytes: Gauge
 
         init(database: String, factory: any MetricsFactory) {
             let d = [("database", database)]
@@ -78,6 +87,8 @@ public final class MetricsObserver: UploaderObserver, @unchecked Sendable {
             spoolPendingBytes = Gauge(label: L.spoolPendingBytes, dimensions: d, factory: factory)
             fenced = Gauge(label: L.fenced, dimensions: d, factory: factory)
             uploader = Gauge(label: L.uploader, dimensions: d, factory: factory)
+            egressBytes = Counter(label: L.egressBytes, dimensions: d, factory: factory)
+            replicaBytes = Gauge(label: L.replicaBytes, dimensions: d, factory: factory)
         }
     }
 
@@ -139,6 +150,10 @@ public final class MetricsObserver: UploaderObserver, @unchecked Sendable {
             updateFromState(db, pendingOldestMs: oldestCommitMs, usePendingEvent: true)
         case .request(let kind, let count):
             m.requests[kind]?.increment(by: Int64(count))
+        case .downloaded(let bytes):
+            m.egressBytes.increment(by: bytes)
+        case .stored(let bytes, _):
+            m.replicaBytes.record(Double(bytes))
         case .error(let message):
             if message != nil { m.errors.increment() }
         case .fenced:

@@ -49,6 +49,8 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     /// without the VFS while closed): the time that state was written. Nil when it is backed up
     /// or there is nothing to back up (no file, no table yet).
     public var notBackedUpSince: Date?
+    /// Requests by billing class, bytes stored and estimated dollars (see `CostEstimate`).
+    public var costs: CostEstimate
 
     public var healthy: Bool { problems.isEmpty }
 
@@ -71,7 +73,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     public init(
         database: String, replica: String, generatedAt: Date, state: LocalReplicationState?,
         uploader: UploaderPresence, record: UploaderRecord?, verification: VerificationRecord?, maxLagSeconds: Double,
-        restored: RestoreMarker? = nil, notBackedUpSince: Date? = nil
+        restored: RestoreMarker? = nil, notBackedUpSince: Date? = nil, prices: PriceList? = nil
     ) {
         self.database = database
         self.replica = replica
@@ -84,6 +86,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         self.restored = restored
         // A database restored from its own replica and untouched since is backed up.
         self.notBackedUpSince = restored != nil && state == nil ? nil : notBackedUpSince
+        self.costs = CostEstimate.make(record: record, prices: prices, now: generatedAt)
         self.problems = []
         self.problems = evaluate()
     }
@@ -120,7 +123,8 @@ public struct StatusReport: Sendable, Equatable, Encodable {
                     && $0.replica == (try? makeReplicaClient(db.replica))?.location ? $0 : nil
             },
             notBackedUpSince: BackupCoverage.notBackedUpSince(
-                databasePath: files.databasePath, stateDirectory: files.stateDirectory))
+                databasePath: files.databasePath, stateDirectory: files.stateDirectory),
+            prices: db.replica.prices)
         if let readError, report.restored == nil { report.problems.insert(readError, at: 0) }
         return report
     }
@@ -201,6 +205,9 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         return line
     }
 
+    /// The costs line `vfs-status` prints under the summary (see `CostEstimate.summary`).
+    public func costLine() -> String { costs.summary() }
+
     /// `restored TXID 42 from file:///backups/app 3m ago, waiting for its first open`.
     public func restoredNote(_ marker: RestoreMarker) -> String {
         let when = marker.restoredAt.map { " " + Self.ago($0, now: generatedAt) } ?? ""
@@ -245,7 +252,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
     private enum Key: String, CodingKey {
         case database, replica, generatedAt, healthy, problems, localTXID, durableTXID, lagSeconds, lagTransactions
         case maxLagSeconds, pendingSpoolBytes, lastCommit, lastUpload, lastSnapshot, filesUploaded, bytesUploaded
-        case requestsToday, lastError, fenced, uploader, verification, restored, disk, notBackedUpSince
+        case requestsToday, lastError, fenced, uploader, verification, restored, disk, notBackedUpSince, costs
     }
 
     private struct RestoredJSON: Encodable {
@@ -297,6 +304,7 @@ public struct StatusReport: Sendable, Equatable, Encodable {
         }
         try c.encodeIfPresent(state?.disk, forKey: .disk)
         try c.encodeIfPresent(notBackedUpSince, forKey: .notBackedUpSince)
+        try c.encode(costs, forKey: .costs)
     }
 }
 
@@ -306,11 +314,14 @@ public struct StatusDocument: Sendable, Equatable, Encodable {
     public var generatedAt: Date
     public var healthy: Bool
     public var databases: [StatusReport]
+    /// Every database's estimated dollars together, the free tiers applied once (`CostTotals`).
+    public var costs: CostTotals
 
     public init(reports: [StatusReport], generatedAt: Date = Date()) {
         self.generatedAt = generatedAt
         self.healthy = reports.allSatisfy(\.healthy)
         self.databases = reports
+        self.costs = CostTotals(reports.map(\.costs))
     }
 
     /// Pretty-printed JSON, keys sorted, dates in ISO 8601.

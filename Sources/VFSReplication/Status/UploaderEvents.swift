@@ -20,6 +20,11 @@ public enum UploaderEvent: Sendable, Equatable {
     case pending(oldestCommitMs: Int64?, transactions: Int, pageBytes: Int)
     /// A replica request was made.
     case request(RequestKind, count: Int)
+    /// A GET returned this many bytes (egress, for costs).
+    case downloaded(bytes: Int64)
+    /// The replica holds this many objects and bytes, as the uploader's listing knows it (after
+    /// it loads the listing and whenever it adds or removes files; never an extra request).
+    case stored(bytes: Int64, files: Int)
     /// A failure the uploader will retry (nil: the last one is resolved).
     case error(String?)
     /// Another writer owns the replica: shipping stopped for good.
@@ -42,11 +47,11 @@ public protocol ReplicaRequestCounting {
 /// Wraps a replica client and reports each call as requests.
 final class ObservedReplicaClient: ReplicaClient, @unchecked Sendable {
     let inner: any ReplicaClient
-    private let report: @Sendable (RequestKind, Int) -> Void
+    private let report: @Sendable (UploaderEvent) -> Void
     private let lock = NSLock()
     private var lastInnerCounts: [RequestKind: Int] = [:]
 
-    init(_ inner: any ReplicaClient, report: @escaping @Sendable (RequestKind, Int) -> Void) {
+    init(_ inner: any ReplicaClient, report: @escaping @Sendable (UploaderEvent) -> Void) {
         self.inner = inner
         self.report = report
     }
@@ -61,7 +66,7 @@ final class ObservedReplicaClient: ReplicaClient, @unchecked Sendable {
     /// With a counting client, report the difference of its own counters; else one per call.
     private func account(_ kind: RequestKind) {
         guard let counting = inner as? ReplicaRequestCounting else {
-            report(kind, 1)
+            report(.request(kind, count: 1))
             return
         }
         let now = counting.requestCounts()
@@ -73,12 +78,18 @@ final class ObservedReplicaClient: ReplicaClient, @unchecked Sendable {
         }
         lastInnerCounts = now
         lock.unlock()
-        for (k, d) in deltas { report(k, d) }
+        for (k, d) in deltas { report(.request(k, count: d)) }
     }
 
     func listFiles(level: Int) throws -> [LTXFileInfo] { try counted(.list) { try inner.listFiles(level: level) } }
     func listLevels() throws -> [Int] { try counted(.list) { try inner.listLevels() } }
-    func fetch(_ file: LTXFileInfo) throws -> LocalLTXFile { try counted(.get) { try inner.fetch(file) } }
+    /// A fetched file's size is what the GET transferred (a retried GET transferred more; the
+    /// estimate does not know).
+    func fetch(_ file: LTXFileInfo) throws -> LocalLTXFile {
+        let local = try counted(.get) { try inner.fetch(file) }
+        if file.size > 0 { report(.downloaded(bytes: file.size)) }
+        return local
+    }
     func publish(level: Int, minTXID: UInt64, maxTXID: UInt64, localPath: String, timestamp: Date) throws {
         try counted(.put) {
             try inner.publish(level: level, minTXID: minTXID, maxTXID: maxTXID, localPath: localPath, timestamp: timestamp)

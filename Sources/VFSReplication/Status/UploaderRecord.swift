@@ -10,14 +10,16 @@ import Foundation
 /// ```json
 /// {"version":1,"database":"/srv/app/storage/production.sqlite3","pid":4242,"uploading":true,
 ///  "lastUpload":"2026-11-26T14:03:27.120Z","filesUploaded":120,"bytesUploaded":5242880,
-///  "requests":[{"day":"2026-11-26","PUT":121,"GET":0,"LIST":4,"DELETE":0}], ...}
+///  "requests":[{"day":"2026-11-26","PUT":121,"GET":0,"LIST":4,"DELETE":0,"egressBytes":0}],
+///  "countingSince":"2026-11-02T09:00:00.000Z","replicaBytes":48234496,"replicaFiles":37, ...}
 /// ```
 ///
 /// Updating it is pure (`apply`); the observer does the I/O.
 public struct UploaderRecord: Sendable, Equatable, Codable {
     public static let currentVersion = 1
-    /// Days of request counts kept (today included).
-    public static let requestDays = 7
+    /// Days of request counts kept (today included): enough for this month and the last whole,
+    /// so month totals (`CostEstimate`) survive restarts.
+    public static let requestDays = 62
 
     public var version: Int = UploaderRecord.currentVersion
     public var database: String
@@ -33,6 +35,13 @@ public struct UploaderRecord: Sendable, Equatable, Codable {
     public var snapshots: Int = 0
     /// Requests by UTC day, oldest first, at most `requestDays`.
     public var requests: [DailyRequests] = []
+    /// When the first request in `requests` was counted (where a cost projection's rate may start).
+    public var countingSince: Date?
+    /// The replica's size as the uploader's own listing knows it (sum of object sizes, no extra
+    /// request), and when it was last reported.
+    public var replicaBytes: Int64?
+    public var replicaFiles: Int?
+    public var replicaSizeAt: Date?
     /// The last failure; `resolvedAt` is set once a later attempt succeeded.
     public var lastError: ErrorRecord?
     /// Set when another writer owns the replica and shipping stopped.
@@ -61,10 +70,13 @@ public struct UploaderRecord: Sendable, Equatable, Codable {
         /// `yyyy-MM-dd`, UTC.
         public var day: String
         public var counts: [RequestKind: Int]
+        /// Bytes GET requests returned (billed as egress by some providers).
+        public var egressBytes: Int64
 
-        public init(day: String, counts: [RequestKind: Int] = [:]) {
+        public init(day: String, counts: [RequestKind: Int] = [:], egressBytes: Int64 = 0) {
             self.day = day
             self.counts = counts
+            self.egressBytes = egressBytes
         }
 
         public subscript(kind: RequestKind) -> Int { counts[kind] ?? 0 }
@@ -85,12 +97,14 @@ public struct UploaderRecord: Sendable, Equatable, Codable {
                     counts[kind] = n
                 }
             }
+            egressBytes = try c.decodeIfPresent(Int64.self, forKey: Key(stringValue: "egressBytes")) ?? 0
         }
 
         public func encode(to encoder: any Encoder) throws {
             var c = encoder.container(keyedBy: Key.self)
             try c.encode(day, forKey: Key(stringValue: "day"))
             for kind in RequestKind.allCases { try c.encode(self[kind], forKey: Key(stringValue: kind.rawValue)) }
+            try c.encode(egressBytes, forKey: Key(stringValue: "egressBytes"))
         }
     }
 
@@ -132,14 +146,17 @@ public struct UploaderRecord: Sendable, Equatable, Codable {
             pendingTransactions = transactions
             pendingPageBytes = pageBytes
         case .request(let kind, let count):
-            let day = Self.day(now)
-            if requests.last?.day != day {
-                requests.append(DailyRequests(day: day))
-                requests.sort { $0.day < $1.day }
-            }
-            let i = requests.lastIndex { $0.day == day }!
+            let i = dayIndex(now)
             requests[i].counts[kind, default: 0] += count
-            if requests.count > Self.requestDays { requests.removeFirst(requests.count - Self.requestDays) }
+            trimDays()
+        case .downloaded(let bytes):
+            let i = dayIndex(now)
+            requests[i].egressBytes += bytes
+            trimDays()
+        case .stored(let bytes, let files):
+            replicaBytes = bytes
+            replicaFiles = files
+            replicaSizeAt = now
         case .error(let message):
             if let message {
                 lastError = ErrorRecord(message: message, at: now)
@@ -148,6 +165,28 @@ public struct UploaderRecord: Sendable, Equatable, Codable {
             }
         case .fenced(let message):
             fenced = ErrorRecord(message: message, at: now)
+        }
+    }
+
+    /// The index of the day of `now` in `requests`, added if missing.
+    private mutating func dayIndex(_ now: Date) -> Int {
+        if countingSince == nil { countingSince = requests.isEmpty ? now : CostEstimate.dayStart(requests[0].day) }
+        let day = Self.day(now)
+        if requests.last?.day != day, !requests.contains(where: { $0.day == day }) {
+            requests.append(DailyRequests(day: day))
+            requests.sort { $0.day < $1.day }
+        }
+        return requests.lastIndex { $0.day == day }!
+    }
+
+    private mutating func trimDays() {
+        guard requests.count > Self.requestDays else { return }
+        requests.removeFirst(requests.count - Self.requestDays)
+        // The rate of a projection must not reach back past the days still kept.
+        if let first = requests.first.flatMap({ CostEstimate.dayStart($0.day) }), let since = countingSince,
+            since < first
+        {
+            countingSince = first
         }
     }
 

@@ -82,6 +82,10 @@ final class DatabaseUploader: @unchecked Sendable {
     /// this was the last TXID: a closing connection waits for it only once a commit came since
     /// (`publishBasePending`).
     private var snapshotFoundNothingAt: UInt64?
+    /// The replica size last reported (`reportStoredSize`), guarded by `storedLock`.
+    private let storedLock = NSLock()
+    private var lastStoredBytes: Int64 = -1
+    private var lastStoredFiles = -1
 
     init(
         config: DatabaseConfig, spool: SpoolHandle, replica: any ReplicaClient, logger: Logger,
@@ -90,8 +94,8 @@ final class DatabaseUploader: @unchecked Sendable {
         self.config = config
         self.spool = spool
         let path = config.path
-        self.replica = ObservedReplicaClient(replica) { kind, count in
-            for o in observers { o.uploader(database: path, didReport: .request(kind, count: count)) }
+        self.replica = ObservedReplicaClient(replica) { event in
+            for o in observers { o.uploader(database: path, didReport: event) }
         }
         self.observers = observers
         self.maintainer = ReplicaMaintainer(
@@ -390,6 +394,18 @@ final class DatabaseUploader: @unchecked Sendable {
         if changed { emit(.error(message)) }
     }
 
+    /// The replica's size from the maintainer's index (costs); nothing when it is not loaded or
+    /// has not changed since the last report.
+    private func reportStoredSize() {
+        guard let size = maintainer.storedSize else { return }
+        storedLock.lock()
+        let changed = size.bytes != lastStoredBytes || size.files != lastStoredFiles
+        lastStoredBytes = size.bytes
+        lastStoredFiles = size.files
+        storedLock.unlock()
+        if changed { emit(.stored(bytes: size.bytes, files: size.files)) }
+    }
+
     private func emit(_ event: UploaderEvent) {
         for o in observers { o.uploader(database: config.path, didReport: event) }
     }
@@ -467,6 +483,7 @@ final class DatabaseUploader: @unchecked Sendable {
                     ])
             }
             for failure in report.failures { logger.warning("maintenance failed; will retry", metadata: ["error": "\(failure)"]) }
+            reportStoredSize()
         } catch let error as ReplicationError where error.code == .fenced {
             markFenced(error, during: "compaction")
         } catch {
@@ -626,6 +643,7 @@ final class DatabaseUploader: @unchecked Sendable {
             requireSnapshot(.neverCaptured)
         }
         try maintainer.loadIndex()
+        reportStoredSize()
         trimSpool()  // what an earlier uploader shipped but did not reclaim
         startedUp = true
     }
@@ -897,6 +915,7 @@ final class DatabaseUploader: @unchecked Sendable {
         if snapshot { lastSnapshot = Date() }
         cond.broadcast()
         cond.unlock()
+        reportStoredSize()
     }
 
     /// Reclaims shipped spool. Segments entirely before the read position are removed, except

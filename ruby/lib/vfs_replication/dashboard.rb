@@ -8,7 +8,7 @@ require "rack/utils"
 
 module VFSReplication
   # A Rack app showing what `vfs-status` reports (health, TXIDs, lag, spool, last upload and
-  # snapshot, requests today) and each database's restore points (`vfs-rebuild --list`). Both
+  # snapshot, requests today, estimated costs) and each database's restore points (`vfs-rebuild --list`). Both
   # tools read the files beside the databases and the replica, so the page shows every process's
   # work, whichever process serves it.
   #
@@ -123,6 +123,33 @@ module VFSReplication
       %w[PUT GET LIST DELETE].map { |kind| "#{kind} #{today[kind] || 0}" }.join(" ")
     end
 
+    # Dollars as vfs-status prints them: two decimals, or two significant digits below a cent
+    # (a cheap database does not read as free).
+    def dollars(value)
+      value = value.to_f
+      return "$0.00" if value.zero?
+      return format("$%.2f", value) if value.abs >= 0.01
+      decimals = [1 - Math.log10(value.abs).floor, 8].min
+      format("$%.#{decimals}f", value)
+    end
+
+    # One database's `costs` from status.json: dollars (when it has a price list), requests by
+    # billing class, bytes stored and the prices' name and date.
+    def costs(costs)
+      return "" unless costs.is_a?(Hash)
+      parts = []
+      if costs["priceList"]
+        parts << "today #{dollars(costs.dig("today", "dollars", "total"))}"
+        parts << "month #{dollars(costs.dig("month", "dollars", "total"))}"
+        parts << "projected #{dollars(costs.dig("projectedMonth", "dollars", "total"))}/month"
+      end
+      parts << "A #{costs.dig("month", "usage", "classA") || 0} · B #{costs.dig("month", "usage", "classB") || 0} this month"
+      parts << "stored #{costs["replicaBytes"] ? bytes(costs["replicaBytes"]) : "?"}"
+      list = costs["priceList"]
+      parts << (list ? "prices #{list["name"]} as of #{list["asOf"]}" : "no price list")
+      parts.join(" · ")
+    end
+
     # The newest restore points first: the files that end one, from every level.
     def newest_points(listing, limit = 10)
       files = listing.fetch("levels", []).flat_map { |level| level.fetch("files", []) }
@@ -141,8 +168,11 @@ module VFSReplication
       <body>
       <h1>Replication <span class="<%= document["healthy"] ? "ok" : "bad" %>"><%= document["healthy"] ? "healthy" : "UNHEALTHY" %></span></h1>
       <p>Generated <%= h document["generatedAt"] %> from <code><%= h config_path %></code>. <a href="<%= h base %>/status.json">status.json</a></p>
+      <%- if (total = document["costs"]).is_a?(Hash) -%>
+      <p>Estimated cost: today <%= h dollars(total["today"]) %> · this month <%= h dollars(total["month"]) %> · projected <%= h dollars(total["projectedMonth"]) %>/month, <%= h dollars(total["projectedMonthAfterFreeTier"]) %> after the free tiers (if these databases are all the account holds)</p>
+      <%- end -%>
       <table>
-        <tr><th>Database</th><th>Health</th><th>Local TXID</th><th>Durable TXID</th><th>Lag</th><th>Spool</th><th>Last upload</th><th>Last snapshot</th><th>Requests today</th><th>Uploader</th></tr>
+        <tr><th>Database</th><th>Health</th><th>Local TXID</th><th>Durable TXID</th><th>Lag</th><th>Spool</th><th>Last upload</th><th>Last snapshot</th><th>Requests today</th><th>Costs (estimated)</th><th>Uploader</th></tr>
         <%- document.fetch("databases", []).each do |db| -%>
         <tr>
           <td><code><%= h db["database"] %></code><br><small><%= h db["replica"] %></small></td>
@@ -154,6 +184,7 @@ module VFSReplication
           <td><%= h db["lastUpload"] %></td>
           <td><%= h db["lastSnapshot"] %></td>
           <td><%= h requests(db["requestsToday"]) %></td>
+          <td><%= h costs(db["costs"]) %></td>
           <td><%= db.dig("uploader", "running") ? "pid #{h db.dig("uploader", "pid")}" : "none" %></td>
         </tr>
         <%- end -%>
