@@ -33,6 +33,13 @@ struct Many: ParsableCommand {
         var databases: Int
         var bareRSSMiB: Double
         var rssAboveBareMiB: Double
+        /// Where the RSS is, at the end (whole process, not above bare): anonymous memory, file
+        /// pages mapped (the shared state pages, libraries), and malloc's view of its heap:
+        /// bytes in use by live allocations and free bytes it holds without returning them.
+        var rssAnonMiB: Double?
+        var rssFileMiB: Double?
+        var heapInUseMiB: Double?
+        var heapFreeHeldMiB: Double?
         var uploaderThreads: Int
         var threads: Int
         var commits: Int
@@ -48,7 +55,10 @@ struct Many: ParsableCommand {
     /// done before the idle window opens (with the defaults, 30 s / 5 min / 1 h, the last one
     /// would fall an hour later).
     static let levels: [Duration] = [.seconds(5), .seconds(15)]
-    static let settleSeconds: Double = 25
+    /// The last deletions of the load fall up to 2 level-2 slots after it (level-0 files are kept one
+    /// slot once covered, and deletions wait for a slot boundary): 25 s let one batch of them
+    /// into the idle window now and then, one request per database.
+    static let settleSeconds: Double = 40
 
     func run() throws {
         if child { return try runChild() }
@@ -108,19 +118,24 @@ struct Many: ParsableCommand {
         var table = Table(
             title: "many: databases in one process (each written at a low rate, then idle)",
             header: [
-                "databases", "RSS above bare (MiB)", "uploader threads", "all threads", "commits", "lag p50 (ms)",
+                "databases", "RSS above bare (MiB)", "anon / file RSS (MiB)", "heap in use / free held (MiB)",
+                "uploader threads", "all threads", "commits", "lag p50 (ms)",
                 "lag p99 (ms)", "idle CPU (s per min)", "idle requests", "idle requests per hour",
             ])
         for r in results {
             table.rows.append([
-                "\(r.databases)", formatNumber(r.rssAboveBareMiB), "\(r.uploaderThreads)", "\(r.threads)", "\(r.commits)",
+                "\(r.databases)", formatNumber(r.rssAboveBareMiB),
+                "\(formatNumber(r.rssAnonMiB)) / \(formatNumber(r.rssFileMiB))",
+                "\(formatNumber(r.heapInUseMiB)) / \(formatNumber(r.heapFreeHeldMiB))", "\(r.uploaderThreads)", "\(r.threads)", "\(r.commits)",
                 formatNumber(r.lagP50Ms, 0), formatNumber(r.lagP99Ms, 0), formatNumber(r.idleCPUSecondsPerMinute, 3),
                 "\(r.idleRequests?.total ?? 0)", formatNumber(r.idleRequestsPerHour, 0),
             ])
         }
         table.notes = [
             "Each count is its own child process; RSS is measured at the end of the idle window, with every connection"
-                + " closed, minus the child's RSS before it built the replicator (SQLite and Swift already loaded).",
+                + " closed, minus the child's RSS before it built the replicator (SQLite and Swift already loaded)."
+                + " Anon / file: the whole process's resident anonymous memory and mapped file pages (smaps_rollup);"
+                + " heap: malloc's bytes in live allocations / free bytes it holds (mallinfo2).",
             "Writing: \(formatNumber(rate, 0)) tx/s across all databases for \(Int(load)) s (each database gets"
                 + " rate / count), max-delay 1 s. Lag: commit to the upload that holds it acknowledged by SeaweedFS.",
             "Idle window: \(Int(window)) s of real time, opened \(Int(Self.settleSeconds)) s after the last flush;"
@@ -150,6 +165,26 @@ struct Many: ParsableCommand {
             defer { lock.unlock() }
             return shipped[database]?.first { $0.txid >= txid }?.atMs
         }
+    }
+
+    /// Anonymous and file-backed resident MiB (/proc/self/smaps_rollup).
+    static func rssSplitMiB() -> (anon: Double, file: Double)? {
+        guard let text = try? String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8) else { return nil }
+        var rss = 0.0
+        var anon = 0.0
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 2, let kb = Double(f[1]) else { continue }
+            if f[0] == "Rss:" { rss = kb }
+            if f[0] == "Anonymous:" { anon = kb }
+        }
+        return (anon / 1024, (rss - anon) / 1024)
+    }
+
+    /// malloc's heap: bytes in live allocations, and free bytes it keeps (mallinfo2).
+    static func heapMiB() -> (inUse: Double, freeHeld: Double) {
+        let m = mallinfo2()
+        return (Double(m.uordblks + m.hblkhd) / 1_048_576, Double(m.fordblks) / 1_048_576)
     }
 
     static func rssMiB() -> Double {
@@ -240,10 +275,14 @@ struct Many: ParsableCommand {
         let idle = Date().timeIntervalSince(idleStart)
         let cpu = Self.cpuSeconds() - cpu0
         let threads = Self.threads()
+        let split = Self.rssSplitMiB()
+        let heap = Self.heapMiB()
         let result = Result(
-            databases: count, bareRSSMiB: bare, rssAboveBareMiB: Self.rssMiB() - bare, uploaderThreads: threads.uploader,
-            threads: threads.all, commits: commits.count, lagP50Ms: quantile(lags, 0.5), lagP99Ms: quantile(lags, 0.99),
-            idleSeconds: idle, idleCPUSecondsPerMinute: cpu / idle * 60)
+            databases: count, bareRSSMiB: bare, rssAboveBareMiB: Self.rssMiB() - bare, rssAnonMiB: split?.anon,
+            rssFileMiB: split?.file, heapInUseMiB: heap.inUse, heapFreeHeldMiB: heap.freeHeld,
+            uploaderThreads: threads.uploader, threads: threads.all, commits: commits.count,
+            lagP50Ms: quantile(lags, 0.5), lagP99Ms: quantile(lags, 0.99), idleSeconds: idle,
+            idleCPUSecondsPerMinute: cpu / idle * 60)
         let data = try JSONEncoder().encode(result)
         FileHandle.standardOutput.write(data)
         replicator.shutdown(timeout: .seconds(30))
