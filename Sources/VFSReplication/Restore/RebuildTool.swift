@@ -215,20 +215,21 @@ public enum RebuildTool {
                 refused.append("\(entry.database): \(error.message)")
             }
         }
-        if !refused.isEmpty {
-            throw ReplicationError(
-                .invalidArgument,
-                "cannot restore every database to \(target): \(refused.count) of \(config.databases.count) cannot be written; "
-                    + "nothing was written: " + refused.joined(separator: "; "))
-        }
+        let refusal = ReplicationError(
+            .invalidArgument,
+            "cannot restore every database to \(target): \(refused.count) of \(config.databases.count) cannot be written; "
+                + "nothing was written: " + refused.joined(separator: "; "))
         if invocation.dryRun {
+            // The plan either way; then whether the real run would be refused (and why).
             if invocation.json {
                 emit(jsonText(InstantJSON(plan: plan, dryRun: true, results: [:])))
             } else {
                 for line in ConsistentRestore.planLines(plan) { emit(line) }
             }
+            if !refused.isEmpty { throw refusal }
             return
         }
+        if !refused.isEmpty { throw refusal }
         if !invocation.json { for line in ConsistentRestore.planLines(plan) { emit(line) } }
         var results: [String: RestoreResult] = [:]
         for entry in plan.entries {
