@@ -168,6 +168,14 @@ struct ConsistentRestoreToolTests {
             #expect(r.status != 0, "\(r)")
             #expect(r.stderr.contains("\(app.path("primary")): database \(app.path("primary")) is in use"), "\(r)")
             #expect(try TestSupport.dump(app.path("primary")) == live)
+            // --all (latest) into a folder while the app runs: each database as it is now.
+            let now = dir + "/now"
+            try FileManager.default.createDirectory(atPath: now, withIntermediateDirectories: true)
+            let latest = try Self.rebuild(["--config", app.config, "--all", "--output-dir", now, "-q"])
+            #expect(latest.status == 0, "\(latest)")
+            for name in Self.names {
+                #expect(try TestSupport.dump(now + "/\(name).sqlite3") == TestSupport.dump(app.path(name)), "\(name)")
+            }
             // A dry run in place shows the plan, and says the real run would be refused.
             let dry = try Self.rebuild(["--config", app.config, "--all", "--timestamp", Self.iso(history.t), "--dry-run"])
             #expect(dry.status != 0, "\(dry)")

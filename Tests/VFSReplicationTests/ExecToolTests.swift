@@ -81,6 +81,15 @@ struct ExecToolTests {
             #expect(try Self.replicaDump(dir) == TestSupport.dump(dir + "/app.db"))
             let killed = try Self.exec(dir, [], "kill -KILL $$")
             #expect(killed.status == 128 + SIGKILL, "\(killed)")
+            // Started with SIGCHLD ignored (children reaped by the kernel): the status all the same.
+            let ignoring = try TestSupport.run(
+                "/usr/bin/python3",
+                [
+                    "-c",
+                    "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
+                    Self.replicate, "exec", "--config", try Self.config(dir), "--", "/bin/sh", "-c", "sleep 0.2; exit 5",
+                ])
+            #expect(ignoring.status == 5, "\(ignoring)")
         }
     }
 

@@ -34,6 +34,9 @@ public final class ExecChild: Sendable {
     public static func spawn(_ arguments: [String]) throws(SpawnError) -> ExecChild {
         precondition(!arguments.isEmpty, "a command is needed")
         let command = arguments[0]
+        // An ignored SIGCHLD (inherited from whoever started us) makes the kernel reap the
+        // child by itself, and waitpid could never report its status.
+        Glibc.signal(SIGCHLD, SIG_DFL)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
