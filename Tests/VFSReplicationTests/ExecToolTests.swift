@@ -72,6 +72,35 @@ struct ExecToolTests {
         }
     }
 
+    /// The child is the sqlite3 CLI with the loadable extension (its own uploader, from
+    /// VFS_REPLICATION_CONFIG in the environment it inherits), reading its SQL from the standard
+    /// input it inherits from exec.
+    @Test func theSqlite3CLIWithTheExtensionAsTheChild() throws {
+        guard let lib = ExtensionTests.library else {
+            Issue.record("libvfsreplication.so is not built (scripts/test builds it into .build-ext/release)")
+            return
+        }
+        try TestSupport.withTemporaryDirectory { dir in
+            let config = try Self.config(dir)
+            let script = """
+                .load \(lib)
+                .open 'file:\(dir)/app.db?vfs=replicated'
+                PRAGMA journal_mode=WAL;
+                CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT);
+                INSERT INTO t(x) SELECT 'row ' || value FROM generate_series(1, 300);
+                DELETE FROM t WHERE id % 7 = 0;
+                SELECT count(*) FROM t;
+                """
+            let r = try TestSupport.run(
+                Self.replicate, ["exec", "--config", config, "--", TestSupport.sqlite3Path!],
+                environment: TestSupport.extensionEnvironment(config: config), input: script)
+            #expect(r.status == 0, "\(r)")
+            #expect(r.stdout.contains("wal\n258\n"), "the child read exec's standard input: \(r)")
+            #expect(!r.stderr.contains("could not flush"), "\(r)")
+            #expect(try Self.replicaDump(dir) == TestSupport.dump(dir + "/app.db"))
+        }
+    }
+
     @Test func theExitStatusIsTheChilds() throws {
         try TestSupport.withTemporaryDirectory { dir in
             #expect(try Self.exec(dir, [], "exit 0").status == 0)
