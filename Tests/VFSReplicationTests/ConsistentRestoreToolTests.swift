@@ -46,13 +46,15 @@ struct ConsistentRestoreToolTests {
         /// its .dump at that point.
         func write(_ name: String, _ label: String) throws -> String {
             // Created at its first write: the database has no restore point before it.
-            let c = try connections[name] ?? {
-                let c = try Conn(path(name))
-                try c.exec("PRAGMA journal_mode=WAL")
-                try c.exec("CREATE TABLE events(id INTEGER PRIMARY KEY, what TEXT)")
-                connections[name] = c
-                return c
-            }()
+            let c =
+                try connections[name]
+                ?? {
+                    let c = try Conn(path(name))
+                    try c.exec("PRAGMA journal_mode=WAL")
+                    try c.exec("CREATE TABLE events(id INTEGER PRIMARY KEY, what TEXT)")
+                    connections[name] = c
+                    return c
+                }()
             for i in 0..<3 { try c.exec("INSERT INTO events(what) VALUES ('\(name) \(label) \(i)')") }
             try replicator.flush(timeout: .seconds(60))
             return try TestSupport.dump(path(name))
@@ -82,7 +84,8 @@ struct ConsistentRestoreToolTests {
     }
 
     static func rebuild(_ arguments: [String]) throws -> TestSupport.ProcessResult {
-        try TestSupport.run(TestSupport.builtProduct("vfs-rebuild")!, arguments, environment: TestSupport.childEnvironment())
+        try TestSupport.run(
+            TestSupport.builtProduct("vfs-rebuild")!, arguments, environment: TestSupport.childEnvironment())
     }
 
     static func iso(_ date: Date) -> String { RestorePlanner.format(date) }
@@ -108,7 +111,9 @@ struct ConsistentRestoreToolTests {
         let t = iso(history.t)
 
         // The plan only: every database, its TXID and time, the skew; nothing written.
-        var r = try rebuild(["--config", app.config, "--all", "--timestamp", t, "--dry-run", "--json", "--output-dir", out])
+        var r = try rebuild([
+            "--config", app.config, "--all", "--timestamp", t, "--dry-run", "--json", "--output-dir", out,
+        ])
         #expect(r.status == 0, "\(r)")
         #expect(contents(out).isEmpty, "a dry run writes nothing")
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
@@ -177,7 +182,9 @@ struct ConsistentRestoreToolTests {
                 #expect(try TestSupport.dump(now + "/\(name).sqlite3") == TestSupport.dump(app.path(name)), "\(name)")
             }
             // A dry run in place shows the plan, and says the real run would be refused.
-            let dry = try Self.rebuild(["--config", app.config, "--all", "--timestamp", Self.iso(history.t), "--dry-run"])
+            let dry = try Self.rebuild([
+                "--config", app.config, "--all", "--timestamp", Self.iso(history.t), "--dry-run",
+            ])
             #expect(dry.status != 0, "\(dry)")
             #expect(dry.stdout.hasPrefix("plan: 4 databases to time "), "\(dry)")
             #expect(dry.stderr.contains("4 of 4 cannot be written; nothing was written"), "\(dry)")

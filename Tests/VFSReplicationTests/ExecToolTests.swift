@@ -37,7 +37,8 @@ struct ExecToolTests {
     }
 
     static func exec(_ dir: String, _ options: [String] = [], _ script: String) throws -> TestSupport.ProcessResult {
-        try TestSupport.run(replicate, ["exec", "--config", try config(dir)] + options + ["--", "/bin/sh", "-c", script])
+        try TestSupport.run(
+            replicate, ["exec", "--config", try config(dir)] + options + ["--", "/bin/sh", "-c", script])
     }
 
     /// The replica rebuilt into `dir/rebuilt.db`, as a .dump.
@@ -116,7 +117,8 @@ struct ExecToolTests {
                 [
                     "-c",
                     "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
-                    Self.replicate, "exec", "--config", try Self.config(dir), "--", "/bin/sh", "-c", "sleep 0.2; exit 5",
+                    Self.replicate, "exec", "--config", try Self.config(dir), "--", "/bin/sh", "-c",
+                    "sleep 0.2; exit 5",
                 ])
             #expect(ignoring.status == 5, "\(ignoring)")
         }

@@ -12,7 +12,8 @@ struct ConsistentRestoreTests {
     static func history(_ n: UInt64, start: Double, step: Double = 1) -> [LTXFileInfo] {
         (1...n).map {
             LTXFileInfo(
-                level: 0, minTXID: $0, maxTXID: $0, size: 100, createdAt: t0.addingTimeInterval(start + Double($0) * step))
+                level: 0, minTXID: $0, maxTXID: $0, size: 100,
+                createdAt: t0.addingTimeInterval(start + Double($0) * step))
         }
     }
 
@@ -72,7 +73,8 @@ struct ConsistentRestoreTests {
             try ConsistentRestore.plan(target: .timestamp(Self.t0), databases: dbs)
         } throws: { error in
             let message = (error as? ReplicationError)?.message ?? ""
-            return message.contains("2 of 2") && message.contains("/d/x.db: ") && message.contains("/d/y.db: s3://b/y: connection refused")
+            return message.contains("2 of 2") && message.contains("/d/x.db: ")
+                && message.contains("/d/y.db: s3://b/y: connection refused")
         }
     }
 
@@ -82,9 +84,13 @@ struct ConsistentRestoreTests {
             try ConsistentRestore.plan(target: at, databases: [Self.candidate("new", [])])
         }
         let plan = try ConsistentRestore.plan(
-            target: at, databases: [Self.candidate("a", Self.history(10, start: 0)), Self.candidate("new", [], skipIfEmpty: true)])
+            target: at,
+            databases: [Self.candidate("a", Self.history(10, start: 0)), Self.candidate("new", [], skipIfEmpty: true)])
         #expect(plan.entries.map(\.database) == ["/d/a.db"])
-        #expect(plan.skipped == [.init(database: "/d/new.db", replica: "file:///r/new", reason: "no LTX files in file:///r/new")])
+        #expect(
+            plan.skipped == [
+                .init(database: "/d/new.db", replica: "file:///r/new", reason: "no LTX files in file:///r/new")
+            ])
         #expect(plan.spread == 0)
         #expect(ConsistentRestore.planLines(plan).last == "  /d/new.db: skipped: no LTX files in file:///r/new")
     }
@@ -97,7 +103,8 @@ struct ConsistentRestoreTests {
         #expect {
             try ConsistentRestore.plan(target: .latest, databases: dbs)
         } throws: { error in
-            ((error as? ReplicationError)?.message ?? "").contains("/d/b.db: would be written to /out/app.db, as /d/a.db is")
+            ((error as? ReplicationError)?.message ?? "").contains(
+                "/d/b.db: would be written to /out/app.db, as /d/a.db is")
         }
     }
 }

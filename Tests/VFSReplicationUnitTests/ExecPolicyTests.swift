@@ -45,9 +45,12 @@ struct ExecPolicyTests {
         #expect(ExecPolicy.spawnFailureExitCode(errno: ENOTDIR) == 127)
         #expect(ExecPolicy.spawnFailureExitCode(errno: EACCES) == 126)
         #expect(ExecPolicy.spawnFailureExitCode(errno: ENOEXEC) == 126)
-        #expect(ExecPolicy.spawnFailureMessage(command: "no-such-app", errno: ENOENT).contains("no-such-app: not found in PATH"))
+        #expect(
+            ExecPolicy.spawnFailureMessage(command: "no-such-app", errno: ENOENT).contains(
+                "no-such-app: not found in PATH"))
         #expect(ExecPolicy.spawnFailureMessage(command: "./app", errno: ENOENT).hasPrefix("cannot run ./app: "))
-        #expect(ExecPolicy.spawnFailureMessage(command: "./data.txt", errno: EACCES).contains("./data.txt: not executable"))
+        #expect(
+            ExecPolicy.spawnFailureMessage(command: "./data.txt", errno: EACCES).contains("./data.txt: not executable"))
     }
 
     @Test func flushReportIsSilentWhenAllFlushedAndNamesEachThatDidNot() {
@@ -63,6 +66,8 @@ struct ExecPolicyTests {
 
     @Test func aFailedRestoreStopsTheStart() {
         #expect(ExecPolicy.restoreRefusal(nil) == nil)
-        #expect(ExecPolicy.restoreRefusal("/d/a.db: gap")?.contains("not starting the command: restore failed: /d/a.db: gap") == true)
+        #expect(
+            ExecPolicy.restoreRefusal("/d/a.db: gap")?.contains(
+                "not starting the command: restore failed: /d/a.db: gap") == true)
     }
 }

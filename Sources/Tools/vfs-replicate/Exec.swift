@@ -49,7 +49,8 @@ struct Exec: ParsableCommand {
 
     func validate() throws {
         if command.isEmpty {
-            throw ValidationError("name the command to run after --, e.g. vfs-replicate exec --config FILE -- bin/rails server")
+            throw ValidationError(
+                "name the command to run after --, e.g. vfs-replicate exec --config FILE -- bin/rails server")
         }
         if !(0...86400).contains(flushTimeout) { throw ValidationError("--flush-timeout must be 0 to 86400 seconds") }
     }

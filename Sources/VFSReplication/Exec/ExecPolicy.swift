@@ -105,7 +105,8 @@ public enum ExecPolicy {
         var lines = failed.map { "vfs-replicate exec: could not flush \($0.database): \($0.error!)" }
         lines.append(
             "vfs-replicate exec: \(failed.count) of \(results.count) databases not flushed within \(timeout.components.seconds) s; "
-                + "their commits stay in the spool beside each database and ship from the next process that replicates it")
+                + "their commits stay in the spool beside each database and ship from the next process that replicates it"
+        )
         return lines
     }
 

@@ -89,7 +89,8 @@ public enum ConsistentRestore {
                 }
                 let plan = try RestorePlanner.plan(files: files, target: target, location: candidate.replica)
                 entries.append(
-                    Entry(database: candidate.database, replica: candidate.replica, output: candidate.output, plan: plan))
+                    Entry(
+                        database: candidate.database, replica: candidate.replica, output: candidate.output, plan: plan))
             } catch let error as ReplicationError {
                 failures.append((candidate.database, error))
             } catch {
@@ -134,7 +135,9 @@ public enum ConsistentRestore {
             var line = "  \(e.database): TXID \(hex16(e.plan.txid)) (\(e.plan.txid))"
             if let time = e.time {
                 line += " at \(RestorePlanner.format(time))"
-                if case .timestamp(let t) = plan.target { line += ", \(seconds(t.timeIntervalSince(time))) before the target" }
+                if case .timestamp(let t) = plan.target {
+                    line += ", \(seconds(t.timeIntervalSince(time))) before the target"
+                }
             }
             line +=
                 ", \(e.plan.files.count) files, \(RestoreProgressRenderer.formatBytes(e.plan.bytes)) -> \(e.output)"
