@@ -169,6 +169,43 @@ public final class Replicator: @unchecked Sendable {
         for u in Self.withProcessLock({ current() }) { try u.flush(timeout: timeout) }
     }
 
+    /// Flushes every database side by side within one `timeout`, and says for each whether all
+    /// it committed before the call is durable in its replica (nil) or why not. One database
+    /// that cannot reach its replica does not use up the others' time, as `flush` (one after
+    /// the other) would.
+    public func flushEach(timeout: Duration = .seconds(60)) -> [(database: String, error: ReplicationError?)] {
+        let (list, paths) = Self.withProcessLock { (current(), currentConfig.databases.map(\.path)) }
+        let results = FlushResults(count: list.count)
+        let group = DispatchGroup()
+        for (i, u) in list.enumerated() {
+            group.enter()
+            // A thread each, not the dispatch pool: every flush mostly sleeps polling the shared
+            // state, and a pool as wide as the cores would run them a few at a time.
+            let thread = Thread {
+                do {
+                    try u.flush(timeout: timeout)
+                } catch let error as ReplicationError {
+                    results.set(i, error)
+                } catch {
+                    results.set(i, ReplicationError(.io, "database \(paths[i]): \(error)"))
+                }
+                group.leave()
+            }
+            thread.name = "vfs-flush"
+            thread.start()
+        }
+        group.wait()
+        return zip(paths, results.errors).map { ($0, $1) }
+    }
+
+    private final class FlushResults: @unchecked Sendable {
+        private let lock = NSLock()
+        private var values: [ReplicationError?]
+        init(count: Int) { values = Array(repeating: nil, count: count) }
+        func set(_ i: Int, _ error: ReplicationError) { lock.withLock { values[i] = error } }
+        var errors: [ReplicationError?] { lock.withLock { values } }
+    }
+
     /// Flushes what is pending and stops the uploaders.
     public func shutdown(timeout: Duration = .seconds(60)) {
         let list = Self.withProcessLock({ current() })

@@ -22,6 +22,13 @@ struct VFSRebuild: ParsableCommand {
               vfs-rebuild --list --replica file:///backups/app
               vfs-rebuild --dry-run --replica file:///backups/app --timestamp 2025-01-31T12:00:00Z
               vfs-rebuild --config repl.yml --all --if-db-not-exists      # before the app starts
+              vfs-rebuild --config repl.yml --all --timestamp 2025-01-31T12:00:00Z --dry-run
+              vfs-rebuild --config repl.yml --all --timestamp 2025-01-31T12:00:00Z --output-dir /tmp/at-noon
+
+            With --all --timestamp T every configured database goes back to its newest restore point \
+            at or before T, so that they form one application state; the plan shows each chosen TXID, \
+            its time and the skew between them. All or nothing: if one database cannot be restored to \
+            T (no restore point at or before it, an output that exists or is in use), none is written.
             """)
 
     @Option(help: "Configuration file naming the databases and their replicas (with --database or --all).")
@@ -38,6 +45,9 @@ struct VFSRebuild: ParsableCommand {
 
     @Option(name: [.short, .long], help: "Where to write the rebuilt database (default with --database: its path).")
     var output: String?
+
+    @Option(help: "With --all: write each database into this folder, under its file name, instead of its path.")
+    var outputDir: String?
 
     @Option(help: "Restore to this transaction: decimal, or 16 hex digits as in file names.")
     var txid: String?
@@ -91,8 +101,16 @@ struct VFSRebuild: ParsableCommand {
         if list && (output != nil || txid != nil || timestamp != nil) {
             throw ValidationError("--list takes no --output, --txid or --timestamp")
         }
-        if all && (list || dryRun || output != nil) {
-            throw ValidationError("--all restores each database to its configured path: no --list, --dry-run, --output")
+        if all && (list || output != nil) {
+            throw ValidationError("--all restores each database to its configured path or --output-dir: no --list, --output")
+        }
+        if outputDir != nil && !all { throw ValidationError("--output-dir needs --all (for one database, use --output)") }
+        if all && txid != nil {
+            throw ValidationError("--all takes no --txid (TXIDs are each database's own); restore to one time with --timestamp")
+        }
+        if all && timestamp != nil && ifDatabaseNotExists {
+            throw ValidationError(
+                "--if-db-not-exists cannot be combined with --all --timestamp: a database left as it is would not be at that time")
         }
         if !list && !dryRun && !all && output == nil && database == nil {
             throw ValidationError("--output is required (or use --list or --dry-run)")
@@ -113,6 +131,7 @@ struct VFSRebuild: ParsableCommand {
             }
             var invocation = RebuildTool.Invocation(source: source)
             invocation.output = output
+            invocation.outputDir = outputDir
             invocation.list = list
             invocation.dryRun = dryRun
             invocation.json = json

@@ -14,7 +14,7 @@ struct VFSReplicate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vfs-replicate",
         abstract: "Ship the spooled transactions of every configured database to its replica.",
-        subcommands: [Run.self, Init.self],
+        subcommands: [Run.self, Init.self, Exec.self],
         defaultSubcommand: Run.self)
 }
 

@@ -34,6 +34,9 @@ public enum RebuildTool {
         public var ifDatabaseNotExists = false
         /// Do nothing (successfully) for a replica without files.
         public var ifReplicaExists = false
+        /// With `.allConfigured`: write each database to this folder (under its file name) instead
+        /// of its configured path.
+        public var outputDir: String?
         /// Files downloaded at once.
         public var downloads = 4
         public var verbose = false
@@ -113,15 +116,28 @@ public enum RebuildTool {
         _ invocation: Invocation, configPath: String, emit: (String) -> Void,
         progress: ((String, RestoreProgress) -> Void)?
     ) throws {
+        switch invocation.target {
+        case .timestamp:
+            return try runAtOneInstant(invocation, configPath: configPath, emit: emit, progress: progress)
+        case .txid:
+            throw ReplicationError(
+                .invalidArgument,
+                "--all with --txid: TXIDs are each database's own; restore every database to one time with --timestamp")
+        case .latest:
+            if invocation.dryRun {
+                return try runAtOneInstant(invocation, configPath: configPath, emit: emit, progress: progress)
+            }
+        }
         let config = try ReplicationConfig.load(path: configPath)
         var outcomes: [Outcome] = []
         for database in config.databases {
             do {
                 let client = try makeReplicaClient(database.replica)
+                let output = try outputPath(database.path, outputDir: invocation.outputDir)
                 outcomes.append(
                     try restoreOne(
-                        invocation, client: client, output: database.path, name: database.path, inPlace: true,
-                        progress: progress))
+                        invocation, client: client, output: output, name: database.path,
+                        inPlace: output == database.path, progress: progress))
             } catch let error as ReplicationError {
                 outcomes.append(Outcome(database: database.path, replica: database.replica.url, failure: error))
             }
@@ -140,6 +156,120 @@ public enum RebuildTool {
                 failed[0].code ?? .io,
                 "\(failed.count) of \(outcomes.count) databases failed to restore: "
                     + failed.map { "\($0.database): \($0.error ?? "")" }.joined(separator: "; "))
+        }
+    }
+
+    /// Where `--all` writes a configured database: its path, or `--output-dir`/<its file name>.
+    static func outputPath(_ database: String, outputDir: String?) throws -> String {
+        guard let outputDir else { return database }
+        guard LTXIO.isDirectory(outputDir) else {
+            throw ReplicationError(.invalidArgument, "--output-dir \(outputDir) is not a directory")
+        }
+        let name = URL(fileURLWithPath: database).lastPathComponent
+        return URL(fileURLWithPath: outputDir).appendingPathComponent(name).standardizedFileURL.path
+    }
+
+    /// `--all --timestamp T` (and `--all --dry-run`): every database to its newest restore point
+    /// at or before T, all or nothing. Every replica is listed and planned, and every output
+    /// checked (exists, in use), before the first byte is written; any database that cannot be
+    /// restored to T, or written, fails the whole command, named. Then they are restored one
+    /// by one to the same target, and the skew between the restore points reached is reported.
+    private static func runAtOneInstant(
+        _ invocation: Invocation, configPath: String, emit: (String) -> Void,
+        progress: ((String, RestoreProgress) -> Void)?
+    ) throws {
+        let config = try ReplicationConfig.load(path: configPath)
+        let target = invocation.target
+        if case .timestamp = target, invocation.ifDatabaseNotExists {
+            throw ReplicationError(
+                .invalidArgument,
+                "--if-db-not-exists cannot be combined with --all --timestamp: a database left as it is would not be at that time")
+        }
+        var clients: [String: any ReplicaClient] = [:]
+        var candidates: [ConsistentRestore.Candidate] = []
+        for database in config.databases {
+            var output = database.path
+            var listing: Result<[LTXFileInfo], ReplicationError>
+            var skip: String?
+            do {
+                output = try outputPath(database.path, outputDir: invocation.outputDir)
+                if invocation.ifDatabaseNotExists && LTXIO.exists(output) { skip = "\(output) exists" }
+                let client = try makeReplicaClient(database.replica)
+                clients[database.path] = client
+                listing = .success(skip == nil ? try ReplicaRestorer.listFiles(client, for: target) : [])
+            } catch let error as ReplicationError {
+                listing = .failure(error)
+            }
+            candidates.append(
+                ConsistentRestore.Candidate(
+                    database: database.path, replica: database.replica.url, output: output, listing: listing,
+                    skipIfEmpty: invocation.ifReplicaExists, skipReason: skip))
+        }
+        let plan = try ConsistentRestore.plan(target: target, databases: candidates)
+        // Every output must be writable before any is written.
+        var refused: [String] = []
+        for entry in plan.entries {
+            do {
+                try ReplicaRestorer.prepareOutput(entry.output, force: invocation.force)
+            } catch let error as ReplicationError {
+                refused.append("\(entry.database): \(error.message)")
+            }
+        }
+        let refusal = ReplicationError(
+            .invalidArgument,
+            "cannot restore every database to \(target): \(refused.count) of \(config.databases.count) cannot be written; "
+                + "nothing was written: " + refused.joined(separator: "; "))
+        if invocation.dryRun {
+            // The plan either way; then whether the real run would be refused (and why).
+            if invocation.json {
+                emit(jsonText(InstantJSON(plan: plan, dryRun: true, results: [:])))
+            } else {
+                for line in ConsistentRestore.planLines(plan) { emit(line) }
+            }
+            if !refused.isEmpty { throw refusal }
+            return
+        }
+        if !refused.isEmpty { throw refusal }
+        if !invocation.json { for line in ConsistentRestore.planLines(plan) { emit(line) } }
+        var results: [String: RestoreResult] = [:]
+        for entry in plan.entries {
+            let inPlace = entry.output == entry.database
+            var logger = Logger(label: "vfsreplication.rebuild")
+            logger.logLevel = invocation.verbose ? .debug : .warning
+            do {
+                let result = try ReplicaRestorer.restore(
+                    from: clients[entry.database]!, to: entry.output,
+                    options: RestoreOptions(
+                        target: target, force: invocation.force, verify: invocation.verify,
+                        downloads: invocation.downloads, continueLineageOf: inPlace ? entry.replica : nil),
+                    logger: logger, progress: progress.map { report in { report(entry.database, $0) } })
+                results[entry.database] = result
+                if !invocation.json {
+                    for line in Outcome(database: entry.database, replica: entry.replica, result: result).lines {
+                        emit(line)
+                    }
+                    if result.txid != entry.plan.txid {
+                        emit(
+                            "note: \(entry.database) reached TXID \(hex16(result.txid)), not the planned "
+                                + "\(hex16(entry.plan.txid)) (the replica changed since it was listed)")
+                    }
+                }
+            } catch let error as ReplicationError {
+                let done = plan.entries.filter { results[$0.database] != nil }.map(\.output)
+                throw ReplicationError(
+                    error.code,
+                    "\(entry.database): \(error.message); the databases are not at one instant: "
+                        + (done.isEmpty ? "none was written" : "already restored: \(done.joined(separator: ", "))")
+                        + "; run the restore again (with --force for those already written)")
+            }
+        }
+        let spread = ConsistentRestore.spread(results.values.map(\.timestamp))
+        if invocation.json {
+            emit(jsonText(InstantJSON(plan: plan, dryRun: false, results: results)))
+        } else {
+            emit(
+                "\(results.count) restored to \(target), \(plan.skipped.count) skipped (\(configPath))"
+                    + (spread.map { "; skew \(ConsistentRestore.seconds($0)) between their restore points" } ?? ""))
         }
     }
 
@@ -449,6 +579,54 @@ public enum RebuildTool {
             files = result.files.map(FileJSON.init)
             lines = result.skipped.map { "warning: could not use \($0); restored through other files" }
             lines.append(RebuildTool.summary(result, replica: replica))
+        }
+    }
+
+    /// `--all --timestamp` (or `--all --dry-run`) as one JSON document.
+    struct InstantJSON: Encodable {
+        struct Database: Encodable {
+            var database: String
+            var replica: String
+            var output: String?
+            var status: String
+            var reason: String?
+            var txid: UInt64?
+            var txidHex: String?
+            var timestamp: String?
+            var secondsBeforeTarget: Double?
+            var files: Int?
+            var bytes: Int64?
+        }
+        var target: String
+        var dryRun: Bool
+        var skewSeconds: Double?
+        var oldest: String?
+        var newest: String?
+        var databases: [Database]
+
+        init(plan: ConsistentRestore.Plan, dryRun: Bool, results: [String: RestoreResult]) {
+            target = plan.target.description
+            self.dryRun = dryRun
+            var times: [Date] = []
+            databases = plan.entries.map { e in
+                let result = results[e.database]
+                let txid = result?.txid ?? e.plan.txid
+                let time = result?.timestamp ?? e.time
+                if let time { times.append(time) }
+                var before: Double?
+                if case .timestamp(let t) = plan.target, let time { before = t.timeIntervalSince(time) }
+                return Database(
+                    database: e.database, replica: e.replica, output: e.output,
+                    status: dryRun ? "planned" : "restored", txid: txid, txidHex: hex16(txid),
+                    timestamp: time.map(RestorePlanner.format), secondsBeforeTarget: before,
+                    files: result?.files.count ?? e.plan.files.count, bytes: result?.bytes ?? e.plan.bytes)
+            }
+            databases += plan.skipped.map {
+                Database(database: $0.database, replica: $0.replica, status: "skipped", reason: $0.reason)
+            }
+            skewSeconds = ConsistentRestore.spread(times)
+            oldest = times.min().map(RestorePlanner.format)
+            newest = times.max().map(RestorePlanner.format)
         }
     }
 

@@ -2,6 +2,7 @@
 
 require "vfs_replication"
 require "vfs_replication/task_arguments"
+require "vfs_replication/restore_command"
 
 # The tasks run the CLI tools (vfs-rebuild, vfs-status) with config/replication.yml. They load the
 # app (the initializer puts the credentials in the environment) as a tool process: nothing in it
@@ -20,13 +21,13 @@ namespace :vfs_replication do
     exit(64)
   end
 
-  desc "Restore a database from its replica: -- --database storage/production.sqlite3 [--timestamp T | --txid N] [--output FILE] [--force]"
+  desc "Restore a database from its replica: -- --database storage/production.sqlite3 [--timestamp T | --txid N] [--output FILE] [--force]; " \
+       "or every database to one instant: -- --all --timestamp T [--output-dir DIR] [--dry-run] [--force]"
   task restore: %i[tool_process environment] do
-    run.call("vfs_replication:restore", %w[--database --timestamp --txid --output --force --dry-run]) do |args, config|
-      raise VFSReplication::Error, "--database is required (one of #{VFSReplication.config.databases.map { |d| d.display_path(Rails.root) }.join(", ")})" unless args["--database"]
-      database = VFSReplication.config.database(args["--database"], root: Rails.root).path
-      VFSReplication::Tools.run("vfs-rebuild", "--config", config, "--database", database,
-                                *args.passthrough("--output", "--timestamp", "--txid", "--force", "--dry-run"))
+    run.call("vfs_replication:restore", VFSReplication::RestoreCommand::OPTIONS) do |args, config|
+      database = VFSReplication.config.database(args["--database"], root: Rails.root).path if args["--database"] && !args["--all"]
+      known = VFSReplication.config.databases.map { |d| d.display_path(Rails.root) }
+      VFSReplication::Tools.run("vfs-rebuild", *VFSReplication::RestoreCommand.arguments(args, config_path: config, database_path: database, known: known))
     end
   end
 

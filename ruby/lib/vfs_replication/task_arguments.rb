@@ -5,8 +5,8 @@ module VFSReplication
   #   bin/rails vfs_replication:restore -- --database storage/production.sqlite3 --timestamp 2026-11-26T14:03:27Z
   # Rake sees what follows `--` as task names, so the tasks parse ARGV themselves and exit when done.
   class TaskArguments
-    VALUED = %w[--database --timestamp --txid --output --max-lag].freeze
-    FLAGS = %w[--force --json --dry-run].freeze
+    VALUED = %w[--database --timestamp --txid --output --output-dir --max-lag].freeze
+    FLAGS = %w[--force --json --dry-run --all].freeze
 
     attr_reader :options
 

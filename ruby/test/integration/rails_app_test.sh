@@ -230,6 +230,17 @@ for point in "--txid $txid" "--timestamp $now"; do
         fail "restore $point"
     fi
 done
+# Every database to one instant (after the stop: each at its final state), into one folder.
+mkdir -p "$work/at"
+if logged "$work/restore-all.log" bin/rails vfs_replication:restore -- --all --timestamp "$now" --output-dir "$work/at"; then
+    check "restore --all --timestamp reports the skew" grep -q "4 restored to time .*; skew " "$work/restore-all.log"
+    for db in production production_cache production_queue production_cable; do
+        check "restore --all --timestamp: $db equals its source" \
+            cmp -s "$work/$db.source.sql" <(sqlite3 "$work/at/$db.sqlite3" .dump)
+    done
+else
+    fail "restore --all --timestamp"
+fi
 check "restore refuses an existing output without --force" \
     bash -c "! bin/rails vfs_replication:restore -- --database storage/production.sqlite3 --output '$work/production.restored' >/dev/null 2>&1"
 check "restore names an unknown database" \
