@@ -135,7 +135,7 @@ struct Many: ParsableCommand {
             "Each count is its own child process; RSS is measured at the end of the idle window, with every connection"
                 + " closed, minus the child's RSS before it built the replicator (SQLite and Swift already loaded)."
                 + " Anon / file: the whole process's resident anonymous memory and mapped file pages (smaps_rollup);"
-                + " heap: malloc's bytes in live allocations / free bytes it holds (mallinfo2).",
+                + " heap: malloc's bytes in live allocations / free bytes it holds (malloc_info).",
             "Writing: \(formatNumber(rate, 0)) tx/s across all databases for \(Int(load)) s (each database gets"
                 + " rate / count), max-delay 1 s. Lag: commit to the upload that holds it acknowledged by SeaweedFS.",
             "Idle window: \(Int(window)) s of real time, opened \(Int(Self.settleSeconds)) s after the last flush;"
@@ -181,10 +181,38 @@ struct Many: ParsableCommand {
         return (anon / 1024, (rss - anon) / 1024)
     }
 
-    /// malloc's heap: bytes in live allocations, and free bytes it keeps (mallinfo2).
-    static func heapMiB() -> (inUse: Double, freeHeld: Double) {
-        let m = mallinfo2()
-        return (Double(m.uordblks + m.hblkhd) / 1_048_576, Double(m.fordblks) / 1_048_576)
+    /// malloc's heap: bytes in live allocations, and free bytes it keeps, from glibc's
+    /// malloc_info report (its totals after the per-arena sections). malloc.h is not in Swift's
+    /// Glibc module, so the function is looked up by name.
+    static func heapMiB() -> (inUse: Double, freeHeld: Double)? {
+        typealias MallocInfo = @convention(c) (Int32, UnsafeMutablePointer<FILE>?) -> Int32
+        guard let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "malloc_info") else { return nil }
+        let mallocInfo = unsafeBitCast(symbol, to: MallocInfo.self)
+        var buffer: UnsafeMutablePointer<CChar>?
+        var size = 0
+        guard let stream = open_memstream(&buffer, &size) else { return nil }
+        _ = mallocInfo(0, stream)
+        fclose(stream)
+        guard let buffer else { return nil }
+        defer { free(buffer) }
+        let text = String(cString: buffer)
+        guard let end = text.range(of: "</heap>", options: .backwards) else { return nil }
+        // <total type="fast|rest|mmap" count=".." size=".."/>, <system type="current" size=".."/>
+        var free = 0.0, mmapped = 0.0, system = 0.0
+        for line in text[end.upperBound...].split(separator: "\n") {
+            func attribute(_ name: String) -> String? {
+                guard let r = line.range(of: name + "=\"") else { return nil }
+                return String(line[r.upperBound...].prefix { $0 != "\"" })
+            }
+            guard let size = attribute("size").flatMap(Double.init) else { continue }
+            switch (line.contains("<total"), line.contains("<system"), attribute("type")) {
+            case (true, _, "fast"), (true, _, "rest"): free += size
+            case (true, _, "mmap"): mmapped += size
+            case (_, true, "current"): system = size
+            default: break
+            }
+        }
+        return ((system - free + mmapped) / 1_048_576, free / 1_048_576)
     }
 
     static func rssMiB() -> Double {
@@ -279,7 +307,7 @@ struct Many: ParsableCommand {
         let heap = Self.heapMiB()
         let result = Result(
             databases: count, bareRSSMiB: bare, rssAboveBareMiB: Self.rssMiB() - bare, rssAnonMiB: split?.anon,
-            rssFileMiB: split?.file, heapInUseMiB: heap.inUse, heapFreeHeldMiB: heap.freeHeld,
+            rssFileMiB: split?.file, heapInUseMiB: heap?.inUse, heapFreeHeldMiB: heap?.freeHeld,
             uploaderThreads: threads.uploader, threads: threads.all, commits: commits.count,
             lagP50Ms: quantile(lags, 0.5), lagP99Ms: quantile(lags, 0.99), idleSeconds: idle,
             idleCPUSecondsPerMinute: cpu / idle * 60)
