@@ -235,6 +235,9 @@ public struct ReplicaConfig: Sendable, Equatable {
     public var r2AccountID: String?
     /// A PEM bundle of CA certificates to trust for the endpoint (absolute path).
     public var caFile: String?
+    /// Client-side encryption of every object (`encryption:`; nil: objects are plain LTX, as
+    /// Litestream writes them). See `EncryptedReplicaClient`.
+    public var encryption: ReplicaEncryption?
 
     public init(
         kind: Kind,
@@ -360,6 +363,7 @@ extension ReplicaConfig: CustomStringConvertible, CustomDebugStringConvertible, 
         if secretAccessKey != nil { parts.append("secretAccessKey: <redacted>") }
         if let r2AccountID { parts.append("r2AccountID: \(r2AccountID)") }
         if let caFile { parts.append("caFile: \(caFile)") }
+        if let encryption { parts.append("\(encryption)") }
         return "ReplicaConfig(" + parts.joined(separator: ", ") + ")"
     }
 
@@ -374,6 +378,7 @@ extension ReplicaConfig: CustomStringConvertible, CustomDebugStringConvertible, 
                 "accessKeyID": (accessKeyID == nil ? nil : "<redacted>") as Any,
                 "secretAccessKey": (secretAccessKey == nil ? nil : "<redacted>") as Any,
                 "r2AccountID": r2AccountID as Any, "caFile": caFile as Any,
+                "encryption": encryption.map { "\($0)" } as Any,
             ],
             displayStyle: .struct
         )
