@@ -229,7 +229,7 @@ public enum SealedObject {
 
     // MARK: - Files
 
-    /// Seals the file at `source` into a new file at `destination` (created exclusively, fsynced).
+    /// Seals the file at `source` into a new file at `destination` (created exclusively, 0600).
     static func sealFile(_ source: String, to destination: String, name: String, key: EncryptionKey) throws {
         let input = try LTXIO.open(source, O_RDONLY)
         defer { LTXIO.close(input) }
@@ -257,7 +257,8 @@ public enum SealedObject {
                 path: destination)
             outOffset += Int64(n + chunkOverhead)
         }
-        try LTXIO.fsync(output, path: destination)
+        // No fsync: the sealed copy is only read by the publish that follows (which makes the
+        // replica's copy durable); after a crash it is a leftover in a temporary directory.
     }
 
     /// Opens the sealed file at `source` into a new file at `destination`. Every chunk is
