@@ -109,6 +109,11 @@ struct EncryptedReplicaTests {
             for _ in 0..<20 { try c.insertBlobs(2, bytes: 500) }
             try c.exec("DELETE FROM t WHERE id % 4 = 0")
             try replicator.flush(timeout: .seconds(60))
+            // vfs-status --verify: rebuilds through the encrypted replica and compares.
+            let record = try ReplicaVerifier.verify(
+                database: second.databases[0], options: VerifyOptions(timeout: .seconds(60)))
+            #expect(record.passed, "\(record)")
+            #expect(!record.message.contains(k1) && !record.message.contains(k2))
         }
         replicator.shutdown(timeout: .seconds(10))
 

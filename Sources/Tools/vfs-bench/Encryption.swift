@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import VFSReplication
 
 #if canImport(Glibc)
@@ -90,6 +91,8 @@ struct Encryption: ParsableCommand {
         let key = try EncryptionKey(id: "bench", text: keyHex, source: "generated")
         let encryption = try ReplicaEncryption(currentKeyID: "bench", keys: [key])
 
+        var quiet = Logger(label: "vfs-bench")
+        quiet.logLevel = .warning  // the table is the output
         var samples: [Sample] = []
         for round in 0..<rounds {
             for encrypted in [false, true] {
@@ -116,7 +119,7 @@ struct Encryption: ParsableCommand {
                 let cpu3 = Self.cpuSeconds()
                 let t3 = nowNs()
                 try ReplicaRestorer.restore(
-                    from: client, to: out, options: RestoreOptions(force: true, verify: false))
+                    from: client, to: out, options: RestoreOptions(force: true, verify: false), logger: quiet)
                 let restoreSeconds = Double(nowNs() - t3) / 1e9
                 let restoreCPU = Self.cpuSeconds() - cpu3
                 try? FileManager.default.removeItem(atPath: out)
