@@ -8,6 +8,8 @@ import Foundation
 /// GET on S3, a read of the file in a directory).
 public protocol PrefixReadableReplica: ReplicaClient {
     func readPrefix(_ file: LTXFileInfo, length: Int) throws -> [UInt8]
+    /// What messages call the file (its URL).
+    func objectName(of file: LTXFileInfo) -> String
 }
 
 /// Client-side encryption of a replica: every object the inner client (a directory or S3) holds
@@ -93,7 +95,7 @@ public final class EncryptedReplicaClient: RoughlyDatedReplica, ReplicaRequestCo
         let prefix: [UInt8]
         if let readable = inner as? any PrefixReadableReplica {
             count(.get)
-            object = "\(inner.location) \(file)"
+            object = readable.objectName(of: file)
             prefix = try readable.readPrefix(file, length: SealedObject.prefixLength)
         } else {
             count(.get)
@@ -148,4 +150,6 @@ extension S3ReplicaClient: PrefixReadableReplica {
     public func readPrefix(_ file: LTXFileInfo, length: Int) throws -> [UInt8] {
         try client.getObjectBytes(key: key(of: file), range: 0..<Int64(length)).bytes
     }
+
+    public func objectName(of file: LTXFileInfo) -> String { client.url(key: key(of: file)) }
 }
