@@ -284,6 +284,31 @@ struct EncryptedReplicaTests {
             from: client, to: out, options: RestoreOptions(target: .timestamp(Date()), force: true))
         #expect(timed.integrityChecked)
 
+        // Litestream cannot read it (README says so): its restore fails and writes nothing.
+        if let litestream = TestSupport.litestreamPath {
+            let lsConfig = dir + "/litestream.yml"
+            try """
+            dbs:
+              - path: \(dir)/unused.db
+                replicas:
+                  - type: s3
+                    bucket: \(bucket)
+                    path: app
+                    endpoint: \(server.endpoint)
+                    region: us-east-1
+                    force-path-style: true
+                    access-key-id: \(SeaweedFS.accessKeyID)
+                    secret-access-key: \(SeaweedFS.secretAccessKey)
+            """.write(toFile: lsConfig, atomically: true, encoding: .utf8)
+            let r = try TestSupport.run(
+                litestream, ["restore", "-config", lsConfig, "-o", dir + "/ls.db", dir + "/unused.db"],
+                environment: TestSupport.childEnvironment())
+            #expect(r.status != 0, "litestream restored an encrypted replica: \(r)")
+            #expect(r.stderr.contains("LTX"), "litestream failed for another reason: \(r)")  // "invalid LTX file"
+            let restored = (try? TestSupport.dump(dir + "/ls.db")) ?? ""
+            #expect(!restored.contains("CREATE TABLE extra"))
+        }
+
         // The wrong key: named, with the object's URL.
         var wrongReplica = config.databases[0].replica
         wrongReplica.encryption = try ReplicaEncryption(
