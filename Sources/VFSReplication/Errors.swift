@@ -28,6 +28,9 @@ public struct ReplicationError: Error, CustomStringConvertible, Sendable, Equata
         case invalidArgument
         /// SQLite returned an error.
         case sqlite
+        /// A replica object cannot be opened with the configured encryption keys: its key id is
+        /// not configured, or the configured key of that id is another key.
+        case encryptionKey
         /// The operation timed out.
         case timeout
         /// The replicator was shut down.

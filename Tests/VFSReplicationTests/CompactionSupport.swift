@@ -152,6 +152,8 @@ struct SplitMix64 {
 /// tell the maintainer, wake up whenever it says work is due.
 struct MaintenanceSimulation {
     let replica: FileReplicaClient
+    /// What ships and maintains: the directory client, or a wrapper around it (encryption).
+    let client: any ReplicaClient
     let maintainer: ReplicaMaintainer
     let history: SyntheticHistory
     let work: String
@@ -162,19 +164,23 @@ struct MaintenanceSimulation {
     /// Called after every tick with the simulation (to check invariants).
     var afterTick: ((MaintenanceSimulation) throws -> Void)?
 
-    init(directory: String, policy: MaintenancePolicy, seed: UInt64, start: Date) throws {
+    init(
+        directory: String, policy: MaintenancePolicy, seed: UInt64, start: Date,
+        wrap: (FileReplicaClient) -> any ReplicaClient = { $0 }
+    ) throws {
         replica = FileReplicaClient(directory: directory + "/replica")
+        client = wrap(replica)
         work = directory
         history = SyntheticHistory(seed: seed)
         var logger = Logger(label: "test.maintainer")
         logger.logLevel = .warning
         maintainer = ReplicaMaintainer(
-            replica: replica, policy: policy, logger: logger, tempDirectory: directory + "/maintainer-tmp")
+            replica: client, policy: policy, logger: logger, tempDirectory: directory + "/maintainer-tmp")
         now = start
         let maintainer = self.maintainer
         history.published = { file, path in maintainer.noteUploaded(file, localCopy: path) }
         try maintainer.loadIndex()
-        let first = try history.ship(to: replica, work: work, at: now, snapshot: true)
+        let first = try history.ship(to: client, work: work, at: now, snapshot: true)
         everCreated.append(first)
     }
 
@@ -195,14 +201,14 @@ struct MaintenanceSimulation {
     /// Some transactions, shipped as one batch at the current time.
     mutating func batch(transactions: Int) throws {
         for _ in 0..<transactions { history.transaction() }
-        let file = try history.ship(to: replica, work: work, at: now)
+        let file = try history.ship(to: client, work: work, at: now)
         everCreated.append(file)
     }
 
     /// The database is replaced; a snapshot starts a new lineage.
     mutating func replaceDatabase() throws {
         history.replaceDatabase()
-        let file = try history.ship(to: replica, work: work, at: now, snapshot: true)
+        let file = try history.ship(to: client, work: work, at: now, snapshot: true)
         everCreated.append(file)
     }
 }

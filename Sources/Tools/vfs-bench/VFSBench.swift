@@ -9,7 +9,7 @@ struct VFSBench: ParsableCommand {
         commandName: "vfs-bench",
         abstract: "Load generator and benchmarks for the replicated VFS.",
         subcommands: [
-            Write.self, Overhead.self, Lag.self, Idle.self, Restore.self, Durable.self, Multi.self, Many.self,
+            Write.self, Overhead.self, Lag.self, Idle.self, Restore.self, Durable.self, Multi.self, Many.self, Encryption.self,
             Trial.self, LagRun.self,
         ])
 }

@@ -24,6 +24,7 @@ struct VFSRebuild: ParsableCommand {
               vfs-rebuild --config repl.yml --all --if-db-not-exists      # before the app starts
               vfs-rebuild --config repl.yml --all --timestamp 2025-01-31T12:00:00Z --dry-run
               vfs-rebuild --config repl.yml --all --timestamp 2025-01-31T12:00:00Z --output-dir /tmp/at-noon
+              vfs-rebuild --replica s3://bucket/app --encryption-key k2=env:KEY_K2 --encryption-key k1=file:/run/k1 -o /tmp/app.db
 
             With --all --timestamp T every configured database goes back to its newest restore point \
             at or before T, so that they form one application state; the plan shows each chosen TXID, \
@@ -42,6 +43,13 @@ struct VFSRebuild: ParsableCommand {
 
     @Option(help: "Replica location, e.g. file:///backups/app.")
     var replica: String?
+
+    @Option(
+        name: .customLong("encryption-key"),
+        help: ArgumentHelp(
+            "A key of an encrypted --replica, as ID=env:VARIABLE or ID=file:PATH (repeat for older keys).",
+            valueName: "ID=SOURCE"))
+    var encryptionKeys: [String] = []
 
     @Option(name: [.short, .long], help: "Where to write the rebuilt database (default with --database: its path).")
     var output: String?
@@ -115,6 +123,9 @@ struct VFSRebuild: ParsableCommand {
         if !list && !dryRun && !all && output == nil && database == nil {
             throw ValidationError("--output is required (or use --list or --dry-run)")
         }
+        if !encryptionKeys.isEmpty && replica == nil {
+            throw ValidationError("--encryption-key goes with --replica; a configured replica has its own 'encryption' keys")
+        }
         if txid != nil && timestamp != nil { throw ValidationError("give at most one of --txid and --timestamp") }
         if downloads < 1 || downloads > 64 { throw ValidationError("--downloads must be between 1 and 64") }
     }
@@ -141,6 +152,7 @@ struct VFSRebuild: ParsableCommand {
             invocation.ifReplicaExists = ifReplicaExists
             invocation.downloads = downloads
             invocation.verbose = verbose
+            invocation.encryption = try ReplicaEncryption.fromArguments(encryptionKeys)
             if let txid { invocation.target = .txid(try RebuildTool.parseTXID(txid)) }
             if let timestamp { invocation.target = .timestamp(try RebuildTool.parseTimestamp(timestamp)) }
             let terminal = isatty(STDERR_FILENO) != 0

@@ -20,11 +20,12 @@ struct ConfigParser {
     static let levelKeys = ["interval"]
     static let replicaKeys = [
         "url", "endpoint", "region", "force-path-style", "access-key-id", "secret-access-key", "r2-account-id",
-        "ca-file", "price-list",
+        "ca-file", "price-list", "encryption",
     ]
     /// The largest price any key of a price list accepts, in dollars (a typo of magnitude is
     /// caught; no real price per unit comes near).
     static let largestPrice = 1_000_000.0
+    static let encryptionKeys = ["key-id", "keys"]
     /// The longest duration each key accepts. Beyond these a value is a mistake (a week of
     /// max-delay ships nothing), and every sum with a clock reading stays far from overflowing.
     static let longestDurations: [String: Duration] = [
@@ -117,6 +118,8 @@ struct ConfigParser {
         var r2AccountID: String?
         var caFile: String?
         var priceList: String?
+        /// `encryption`, keys already read (a database's section replaces the defaults' whole).
+        var encryption: ReplicaEncryption?
         /// The value node each key came from (for conflicts found after merging).
         var nodes: [String: Node] = [:]
 
@@ -131,6 +134,7 @@ struct ConfigParser {
             result.r2AccountID = r2AccountID ?? defaults.r2AccountID
             result.caFile = caFile ?? defaults.caFile
             result.priceList = priceList ?? defaults.priceList
+            result.encryption = encryption ?? defaults.encryption
             result.nodes = defaults.nodes.merging(nodes) { _, mine in mine }
             return result
         }
@@ -282,6 +286,8 @@ struct ConfigParser {
             throw failure(url.node, "invalid 'url' in the replica of database '\(name)': \(error.reason)")
         }
         var replica = ReplicaConfig(kind: kind)
+        // Both kinds of replica can be encrypted.
+        replica.encryption = replicaLayer.encryption
         if case .s3 = kind {
             if replicaLayer.endpoint != nil, replicaLayer.r2AccountID != nil {
                 throw failure(
@@ -446,6 +452,9 @@ struct ConfigParser {
             replica.caFile = ConfigPaths.absolute(text, relativeTo: baseDirectory, home: environment["HOME"])
         }
         if let entry = fields["price-list"] { replica.priceList = try string(entry, scope: scope) }
+        if let entry = fields["encryption"], !isNull(entry.value) {
+            replica.encryption = try encryption(entry, scope: scope)
+        }
         return replica
     }
 
@@ -501,6 +510,66 @@ struct ConfigParser {
             lists[name] = list
         }
         return lists
+    }
+
+    /// `encryption:` with `key-id` and `keys` (id: env:VAR or file:PATH). The keys are read here,
+    /// so a missing variable or file stops the configuration from loading; messages name the key
+    /// id and the variable or file, never a value.
+    private func encryption(_ entry: Entry, scope: Scope) throws -> ReplicaEncryption {
+        guard case .mapping = entry.value else {
+            throw failure(entry.value, "'encryption'\(scope.suffix) must be a mapping with 'key-id' and 'keys'")
+        }
+        let fields = try entries(of: entry.value, scope: scope, known: Self.encryptionKeys)
+        guard let keysEntry = fields["keys"], case .mapping(let mapping) = keysEntry.value, !mapping.isEmpty else {
+            throw failure(
+                fields["keys"]?.value ?? entry.keyNode,
+                "'encryption'\(scope.suffix) needs 'keys': a mapping of key ids to env:VARIABLE or file:PATH")
+        }
+        var keys: [EncryptionKey] = []
+        for (keyNode, valueNode) in mapping {
+            guard case .scalar(let idScalar) = keyNode, EncryptionKey.isValidID(idScalar.string) else {
+                throw failure(
+                    keyNode,
+                    "encryption key ids\(scope.suffix) are 1 to \(EncryptionKey.maxIDLength) letters, digits, '.', '_' or '-'"
+                )
+            }
+            let id = idScalar.string
+            guard case .scalar(let reference) = valueNode, !isNull(valueNode) else {
+                throw failure(
+                    valueNode, "encryption key '\(id)'\(scope.suffix) must be env:VARIABLE or file:PATH")
+            }
+            if keys.contains(where: { $0.id == id }) {
+                throw failure(keyNode, "encryption key '\(id)'\(scope.suffix) is given twice")
+            }
+            // `$VAR` may build a file path; what it expands to is never shown (it might be a key).
+            let expanded: String
+            do {
+                expanded = try ConfigValues.expandEnvironment(reference.string, environment)
+            } catch .undefined(let name) {
+                throw failure(
+                    valueNode, "environment variable '\(name)' is not set (used by encryption key '\(id)'\(scope.suffix))")
+            } catch {
+                throw failure(valueNode, "malformed variable reference in encryption key '\(id)'\(scope.suffix)")
+            }
+            do {
+                keys.append(
+                    try EncryptionKey.load(
+                        id: id, reference: expanded, environment: environment, baseDirectory: baseDirectory))
+            } catch let error as ReplicationError {
+                throw failure(valueNode, error.message + scope.suffix)
+            }
+        }
+        guard let currentEntry = fields["key-id"], case .scalar(let current) = currentEntry.value,
+            !isNull(currentEntry.value)
+        else {
+            throw failure(
+                entry.keyNode, "'encryption'\(scope.suffix) needs 'key-id': the key new objects are sealed with")
+        }
+        do {
+            return try ReplicaEncryption(currentKeyID: current.string, keys: keys)
+        } catch let error as ReplicationError {
+            throw failure(currentEntry.value, error.message + scope.suffix)
+        }
     }
 
     // MARK: Values

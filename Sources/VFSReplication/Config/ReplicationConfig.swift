@@ -249,6 +249,10 @@ public struct ReplicaConfig: Sendable, Equatable {
         priceList ?? PriceList.defaultName(for: self).flatMap { ShippedPrices.all[$0] }
     }
 
+    /// Client-side encryption of every object (`encryption:`; nil: objects are plain LTX, as
+    /// Litestream writes them). See `EncryptedReplicaClient`.
+    public var encryption: ReplicaEncryption?
+
     public init(
         kind: Kind,
         endpoint: String? = nil,
@@ -374,6 +378,7 @@ extension ReplicaConfig: CustomStringConvertible, CustomDebugStringConvertible, 
         if let r2AccountID { parts.append("r2AccountID: \(r2AccountID)") }
         if let caFile { parts.append("caFile: \(caFile)") }
         if let priceList { parts.append("priceList: \(priceList.name)") }
+        if let encryption { parts.append("\(encryption)") }
         return "ReplicaConfig(" + parts.joined(separator: ", ") + ")"
     }
 
@@ -388,6 +393,7 @@ extension ReplicaConfig: CustomStringConvertible, CustomDebugStringConvertible, 
                 "accessKeyID": (accessKeyID == nil ? nil : "<redacted>") as Any,
                 "secretAccessKey": (secretAccessKey == nil ? nil : "<redacted>") as Any,
                 "r2AccountID": r2AccountID as Any, "caFile": caFile as Any,
+                "encryption": encryption.map { "\($0)" } as Any,
             ],
             displayStyle: .struct
         )

@@ -166,7 +166,14 @@ public struct LTXHeader: Sendable, Equatable {
         guard bytes.count >= LTX.headerSize else {
             throw LTXFormatError("header is \(bytes.count) bytes, expected \(LTX.headerSize)")
         }
-        guard Array(bytes[0..<4]) == LTX.magic else { throw LTXFormatError("bad magic (not an LTX file)") }
+        guard Array(bytes[0..<4]) == LTX.magic else {
+            // A sealed object (EncryptedReplicaClient) read without the replica's encryption.
+            if bytes.starts(with: SealedObject.magic) {
+                throw LTXFormatError(
+                    "encrypted (a sealed replica object): configure the replica's 'encryption' keys to read it")
+            }
+            throw LTXFormatError("bad magic (not an LTX file)")
+        }
         self.init(
             flags: Flags(rawValue: bytes.ltxUInt32(at: 4)),
             pageSize: bytes.ltxUInt32(at: 8),

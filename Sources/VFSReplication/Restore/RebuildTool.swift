@@ -40,6 +40,9 @@ public enum RebuildTool {
         /// Files downloaded at once.
         public var downloads = 4
         public var verbose = false
+        /// Keys of an encrypted replica given with `--replica` (`--encryption-key ID=env:VAR`); a
+        /// configured replica has its own `encryption` section.
+        public var encryption: ReplicaEncryption?
 
         public init(source: Source) { self.source = source }
     }
@@ -54,7 +57,7 @@ public enum RebuildTool {
         if case .allConfigured(let path) = invocation.source {
             return try runAll(invocation, configPath: path, emit: emit, progress: progress)
         }
-        let (client, configured) = try replicaClient(invocation.source)
+        let (client, configured) = try replicaClient(invocation.source, encryption: invocation.encryption)
         if invocation.list {
             let files = try ReplicaRestorer.listFiles(client)
             if files.isEmpty && invocation.ifReplicaExists {
@@ -298,10 +301,14 @@ public enum RebuildTool {
     }
 
     /// The replica a source names, and the configured database path (for `--config`).
-    public static func replicaClient(_ source: Source) throws -> (any ReplicaClient, String?) {
+    public static func replicaClient(_ source: Source, encryption: ReplicaEncryption? = nil) throws -> (
+        any ReplicaClient, String?
+    ) {
         switch source {
         case .replica(let url):
-            return (try makeReplicaClient(ReplicaConfig(url: url)), nil)
+            var replica = try ReplicaConfig(url: url)
+            replica.encryption = encryption
+            return (try makeReplicaClient(replica), nil)
         case .config(let path, let database):
             let config = try ReplicationConfig.load(path: path)
             guard let entry = config.database(forPath: database) else {
