@@ -33,6 +33,9 @@ struct Many: ParsableCommand {
         var databases: Int
         var bareRSSMiB: Double
         var rssAboveBareMiB: Double
+        /// The same after malloc_trim(0): what live allocations and mappings hold, without the
+        /// free memory glibc kept (the closed connections' caches, the load's transient buffers).
+        var rssAboveBareTrimmedMiB: Double?
         /// Where the RSS is, at the end (whole process, not above bare): anonymous memory, file
         /// pages mapped (the shared state pages, libraries), and malloc's view of its heap:
         /// bytes in use by live allocations and free bytes it holds without returning them.
@@ -118,13 +121,13 @@ struct Many: ParsableCommand {
         var table = Table(
             title: "many: databases in one process (each written at a low rate, then idle)",
             header: [
-                "databases", "RSS above bare (MiB)", "anon / file RSS (MiB)", "heap in use / free held (MiB)",
+                "databases", "RSS above bare (MiB)", "after malloc_trim (MiB)", "anon / file RSS (MiB)", "heap in use / free held (MiB)",
                 "uploader threads", "all threads", "commits", "lag p50 (ms)",
                 "lag p99 (ms)", "idle CPU (s per min)", "idle requests", "idle requests per hour",
             ])
         for r in results {
             table.rows.append([
-                "\(r.databases)", formatNumber(r.rssAboveBareMiB),
+                "\(r.databases)", formatNumber(r.rssAboveBareMiB), formatNumber(r.rssAboveBareTrimmedMiB),
                 "\(formatNumber(r.rssAnonMiB)) / \(formatNumber(r.rssFileMiB))",
                 "\(formatNumber(r.heapInUseMiB)) / \(formatNumber(r.heapFreeHeldMiB))", "\(r.uploaderThreads)", "\(r.threads)", "\(r.commits)",
                 formatNumber(r.lagP50Ms, 0), formatNumber(r.lagP99Ms, 0), formatNumber(r.idleCPUSecondsPerMinute, 3),
@@ -135,7 +138,9 @@ struct Many: ParsableCommand {
             "Each count is its own child process; RSS is measured at the end of the idle window, with every connection"
                 + " closed, minus the child's RSS before it built the replicator (SQLite and Swift already loaded)."
                 + " Anon / file: the whole process's resident anonymous memory and mapped file pages (smaps_rollup);"
-                + " heap: malloc's bytes in live allocations / free bytes it holds (malloc_info).",
+                + " heap: malloc's bytes allocated (the shim's copy buffers count in full, though untouched ones"
+                + " are not resident) / free bytes it holds (malloc_info). After malloc_trim: the same RSS once"
+                + " glibc has returned the free memory it held (the closed connections' caches among it).",
             "Writing: \(formatNumber(rate, 0)) tx/s across all databases for \(Int(load)) s (each database gets"
                 + " rate / count), max-delay 1 s. Lag: commit to the upload that holds it acknowledged by SeaweedFS.",
             "Idle window: \(Int(window)) s of real time, opened \(Int(Self.settleSeconds)) s after the last flush;"
@@ -213,6 +218,15 @@ struct Many: ParsableCommand {
             }
         }
         return ((system - free + mmapped) / 1_048_576, free / 1_048_576)
+    }
+
+    /// glibc's malloc_trim(0): gives free heap memory back to the system (looked up by name, as
+    /// malloc_info). False if it is not there.
+    static func mallocTrim() -> Bool {
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        guard let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "malloc_trim") else { return false }
+        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        return true
     }
 
     static func rssMiB() -> Double {
@@ -305,8 +319,11 @@ struct Many: ParsableCommand {
         let threads = Self.threads()
         let split = Self.rssSplitMiB()
         let heap = Self.heapMiB()
+        let rss = Self.rssMiB()
+        let trimmed = Self.mallocTrim() ? Self.rssMiB() : nil
         let result = Result(
-            databases: count, bareRSSMiB: bare, rssAboveBareMiB: Self.rssMiB() - bare, rssAnonMiB: split?.anon,
+            databases: count, bareRSSMiB: bare, rssAboveBareMiB: rss - bare,
+            rssAboveBareTrimmedMiB: trimmed.map { $0 - bare }, rssAnonMiB: split?.anon,
             rssFileMiB: split?.file, heapInUseMiB: heap?.inUse, heapFreeHeldMiB: heap?.freeHeld,
             uploaderThreads: threads.uploader, threads: threads.all, commits: commits.count,
             lagP50Ms: quantile(lags, 0.5), lagP99Ms: quantile(lags, 0.99), idleSeconds: idle,
