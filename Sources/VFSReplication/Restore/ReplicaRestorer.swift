@@ -306,6 +306,11 @@ public enum ReplicaRestorer {
             + "\(hex16(1))-\(hex16(last.header.maxTXID)) (\(plan.files.count) files, \(snapshot) to \(last.file))"
         var checksumVerified = false
         var checksumUnavailable: String?
+        // integrity_check runs beside the database checksum (`BackgroundIntegrityCheck`). It is
+        // waited for on every path out of here (this defer runs before the one that closes and
+        // removes the temporary file), and a checksum mismatch is still the error reported.
+        let integrity = options.verify ? BackgroundIntegrityCheck(path: temp) : nil
+        defer { _ = try? integrity?.wait() }
         if let expected = last.header.postApplyChecksum(last.trailer) {
             let sum = try LTXDatabaseChecksum.ofDatabase(
                 fd: fd, path: temp, pageSize: last.header.pageSize, pageCount: last.header.commit)
@@ -322,8 +327,8 @@ public enum ReplicaRestorer {
             checksumUnavailable = "\(last.file) carries no database checksum (written before they were recorded)"
         }
         var integrityChecked = false
-        if options.verify {
-            if let rows = try IntegrityCheck.run(path: temp) {
+        if let integrity {
+            if let rows = try integrity.wait() {
                 // SQLite puts several problems into one row, separated by newlines.
                 let problems = rows.flatMap { $0.split(whereSeparator: \.isNewline) }.map(String.init)
                     .filter { !$0.isEmpty && !$0.hasPrefix("*** in database") }
