@@ -141,6 +141,31 @@ struct RestoreChecksumTests {
         }
     }
 
+    /// The restore runs integrity_check on a thread of its own beside the database checksum:
+    /// its answer is the same as run in line, for a sound file and for a damaged one, and asking
+    /// twice gives the same answer.
+    @Test func integrityCheckBesideTheChecksumGivesTheSameAnswer() throws {
+        guard TestSupport.sqlite3Path != nil else { return }
+        try TestSupport.withTemporaryDirectory { dir in
+            var builder = TestSupport.ReplicaBuilder(
+                replicaDirectory: dir + "/replica", work: dir, flags: .noChecksum, encoding: .lz4Frame)
+            let (db, _) = try TestSupport.makeHistory(dir, &builder)
+            let sound = BackgroundIntegrityCheck(path: db)
+            #expect(try sound.wait() == nil)
+            #expect(try sound.wait() == nil)
+            var bytes = try TestSupport.readFile(db)
+            for page in 2..<min(12, bytes.count / 4096) {
+                for i in 0..<64 { bytes[page * 4096 + 100 + i * 7] = UInt8(truncatingIfNeeded: i &* 37 &+ page) }
+            }
+            let damaged = dir + "/damaged.db"
+            try TestSupport.writeFile(damaged, bytes)
+            let inLine = try #require(try IntegrityCheck.run(path: damaged))
+            let beside = BackgroundIntegrityCheck(path: damaged)
+            #expect(try beside.wait() == inLine)
+            #expect(try beside.wait() == inLine)
+        }
+    }
+
     @Test func crcCombineEqualsTheCRCOfTheConcatenation() {
         var random = RestoreFuzzTests.Random(state: 42)
         for length in [0, 1, 7, 8, 100, 4096, 70_001] {

@@ -63,6 +63,7 @@ struct RestoreToolTests {
             #expect(r.status == 0, "\(r)")
             #expect(r.stdout.contains("TXID 0000000000000005 (5)"), "\(r)")
             #expect(r.stdout.contains("integrity_check"), "\(r)")
+            #expect(r.stdout.contains(": download and apply ") && r.stdout.contains(", verify "), "\(r)")
             #expect(try TestSupport.dump(dir + "/latest.db") == dumps[5])
 
             for txid in ["3", "0000000000000003", "0x3"] {
@@ -196,6 +197,14 @@ struct RestoreToolTests {
             #expect(result?["output"] as? String == dir + "/j.db")
             #expect((result?["verified"] as? [String: Bool])?["integrity_check"] == true)
             #expect(try TestSupport.dump(dir + "/j.db") == dumps[5])
+            // Where the time went, machine-readable (benchmarks/run restore reads it): both parts
+            // measured, neither longer than the whole.
+            let seconds = try #require(result?["seconds"] as? Double)
+            let timings = try #require(result?["timings"] as? [String: Double], "\(r)")
+            let apply = try #require(timings["download_apply_seconds"])
+            let verify = try #require(timings["verify_seconds"])
+            #expect(apply > 0 && verify > 0, "\(timings)")
+            #expect(apply + verify <= seconds, "\(timings), \(seconds) s in all")
 
             // Not a terminal: plain progress lines on standard error, the result on standard output.
             r = try Self.rebuild(["--replica", builder.replica.location, "--output", dir + "/p.db"])

@@ -400,7 +400,9 @@ public enum RebuildTool {
         return "restored \(result.outputPath) from \(replica): TXID \(hex16(result.txid)) (\(result.txid)), "
             + "time \(RestorePlanner.format(result.timestamp)), \(result.pageCount) pages of \(result.pageSize) bytes, "
             + "\(result.files.count) files (\(RestoreProgressRenderer.formatBytes(result.bytes)), "
-            + "\(RestoreProgressRenderer.formatSeconds(result.seconds))); verified: \(checks.joined(separator: ", "))"
+            + "\(RestoreProgressRenderer.formatSeconds(result.seconds)): download and apply "
+            + "\(RestoreProgressRenderer.formatSeconds(result.downloadApplySeconds)), verify "
+            + "\(RestoreProgressRenderer.formatSeconds(result.verifySeconds))); verified: \(checks.joined(separator: ", "))"
             + unchecked
     }
 
@@ -517,6 +519,10 @@ public enum RebuildTool {
 
     /// What happened to one database.
     struct Outcome: Encodable {
+        struct Timings: Encodable {
+            var downloadApplySeconds: Double
+            var verifySeconds: Double
+        }
         struct Verified: Encodable {
             var ltxChecksums = true
             var databaseChecksum: Bool
@@ -536,6 +542,8 @@ public enum RebuildTool {
         var bytes: Int64?
         var requests: [String: Int]?
         var seconds: Double?
+        /// Where `seconds` went: downloading and applying the files, then verifying the result.
+        var timings: Timings?
         var verified: Verified?
         /// Why `verified.databaseChecksum` is false, when it is.
         var databaseChecksumUnavailable: String?
@@ -547,7 +555,7 @@ public enum RebuildTool {
 
         private enum CodingKeys: String, CodingKey {
             case database, replica, status, reason, error, output, txid, txidHex, timestamp, pageSize, pageCount
-            case bytes, requests, seconds, verified, databaseChecksumUnavailable, skippedFiles, files
+            case bytes, requests, seconds, timings, verified, databaseChecksumUnavailable, skippedFiles, files
         }
 
         init(database: String, replica: String, skipped reason: String) {
@@ -580,6 +588,7 @@ public enum RebuildTool {
             bytes = result.bytes
             requests = ["GET": result.files.count]
             seconds = result.seconds
+            timings = Timings(downloadApplySeconds: result.downloadApplySeconds, verifySeconds: result.verifySeconds)
             verified = Verified(databaseChecksum: result.checksumVerified, integrityCheck: result.integrityChecked)
             databaseChecksumUnavailable = result.checksumUnavailable
             skippedFiles = result.skipped
