@@ -35,7 +35,8 @@ final class ExtensionState: @unchecked Sendable {
         if let current = self.configPath {
             guard current == absolute else {
                 throw ReplicationError(
-                    .invalidArgument, "already replicating with \(current); one config per process (asked for \(absolute))")
+                    .invalidArgument,
+                    "already replicating with \(current); one config per process (asked for \(absolute))")
             }
             return
         }
@@ -92,12 +93,19 @@ extension ExtensionState {
     }
 
     /// `vfs_replication_add(path, replica_url)`: replicates one more database from now on, with
-    /// the default settings (max-delay 1 s; S3 credentials from the environment). Returns its
-    /// absolute path.
+    /// the settings of the config file's `defaults` (max-delay, levels, S3 endpoint and
+    /// credentials, encryption, price list), as if the file listed it. Returns its absolute path.
     func add(path: String, replicaURL: String) throws -> String {
-        let (replicator, base) = try running(for: "vfs_replication_add('\(path)', '\(replicaURL)')")
-        let replica = try ReplicaConfig(url: replicaURL, relativeTo: base)
-        let db = DatabaseConfig(path: Self.absolute(path, base), replica: replica)
+        let call = "vfs_replication_add('\(path)', '\(replicaURL)')"
+        let (replicator, _) = try running(for: call)
+        let configPath = Replicator.withProcessLock { self.configPath } ?? ""
+        let db: DatabaseConfig
+        do {
+            db = try ReplicationConfig.addedDatabase(
+                configPath: configPath, databasePath: path, replicaURL: replicaURL)
+        } catch let error as ReplicationError {
+            throw ReplicationError(error.code, "\(call): \(error.message)")
+        }
         try replicator.addDatabase(db)
         return db.path
     }
@@ -112,7 +120,9 @@ extension ExtensionState {
 
 /// Called by the C entry point. Returns 0, or non-zero with a message in `err`.
 @_cdecl("vr_extension_start")
-func vr_extension_start(_ configPath: UnsafePointer<CChar>, _ err: UnsafeMutablePointer<CChar>, _ errLen: Int32) -> Int32 {
+func vr_extension_start(_ configPath: UnsafePointer<CChar>, _ err: UnsafeMutablePointer<CChar>, _ errLen: Int32)
+    -> Int32
+{
     do {
         try ExtensionState.shared.start(configPath: String(cString: configPath))
         return 0

@@ -365,7 +365,60 @@ struct ExtensionAddRemoveTests {
         var bare = TestSupport.childEnvironment()
         bare["VFS_REPLICATION_CONFIG"] = nil
         let none = try TestSupport.run(
-            sqlite3, [], environment: bare, input: ".load \(lib)\nSELECT vfs_replication_add('x.db', 'file://\(dir)/x');\n")
+            sqlite3, [], environment: bare,
+            input: ".load \(lib)\nSELECT vfs_replication_add('x.db', 'file://\(dir)/x');\n")
         #expect(none.stderr.contains("replication is not running in this process"), "\(none)")
+    }
+
+    /// A database added while running gets the config's `defaults`, as a listed one does: here
+    /// encryption. Before, it got built-in defaults, so a tenant added at run time was shipped
+    /// in plain text beside encrypted ones, silently.
+    @Test func anAddedDatabaseGetsTheConfigDefaults() throws {
+        guard let lib = ExtensionTests.library, let sqlite3 = TestSupport.sqlite3Path else {
+            Issue.record("libvfsreplication.so or sqlite3 is missing")
+            return
+        }
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let key = String(repeating: "3c", count: 32)
+        let config = dir + "/replication.yml"
+        try """
+        defaults:
+          max-delay: 100ms
+          replica:
+            encryption:
+              key-id: k1
+              keys:
+                k1: env:VFSREPL_ADD_KEY
+        databases:
+          - path: app.db
+            replica:
+              url: file://\(dir)/replica
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let script = """
+            .load \(lib)
+            SELECT vfs_replication_add('tenant.db', 'file://\(dir)/replica-tenant');
+            .open 'file:\(dir)/tenant.db?vfs=replicated'
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE t(id INTEGER PRIMARY KEY, x TEXT);
+            INSERT INTO t(x) SELECT 'secret row ' || value FROM generate_series(1, 50);
+            """
+        var env = TestSupport.extensionEnvironment(config: config)
+        env["VFSREPL_ADD_KEY"] = key
+        let r = try TestSupport.run(sqlite3, [], environment: env, input: script)
+        #expect(r.status == 0, "\(r)")
+        // Every object of the added database's replica is sealed, none is plain LTX.
+        let files = (FileManager.default.enumerator(atPath: dir + "/replica-tenant")?.allObjects as? [String] ?? [])
+            .filter { $0.hasSuffix(".ltx") }
+        #expect(!files.isEmpty, "nothing was shipped for the added database: \(r)")
+        for f in files {
+            let sealed = try TestSupport.readFile(dir + "/replica-tenant/" + f).starts(with: SealedObject.magic)
+            #expect(sealed, "\(f) is not encrypted")
+        }
+        // A typo in the call is named, with the call.
+        let bad = try TestSupport.run(
+            sqlite3, [], environment: env,
+            input: ".load \(lib)\nSELECT vfs_replication_add('other.db', 'flie:///tmp/x');\n")
+        #expect(bad.stderr.contains("vfs_replication_add('other.db', 'flie:///tmp/x')"), "\(bad)")
     }
 }

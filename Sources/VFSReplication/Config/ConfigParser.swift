@@ -142,7 +142,25 @@ struct ConfigParser {
 
     // MARK: Document
 
-    func parse(yaml: String) throws -> ReplicationConfig {
+    func parse(yaml: String) throws -> ReplicationConfig { try parseDocument(yaml: yaml).config }
+
+    /// One more database, as if the config listed `- path: <path>` with `replica: {url: <url>}`:
+    /// it gets the config's `defaults` (policy, S3 settings, encryption, price list) exactly as
+    /// a listed database does, and the same checks (`$VAR` in them expands as in the file). For
+    /// databases added while running (`vfs_replication_add`).
+    func addedDatabase(yaml: String, path: String, url: String) throws -> DatabaseConfig {
+        let (_, defaults, priceLists) = try parseDocument(yaml: yaml)
+        let item = Node.mapping(
+            Node.Mapping([
+                (Node("path"), Node(path)),
+                (Node("replica"), Node.mapping(Node.Mapping([(Node("url"), Node(url))]))),
+            ]))
+        return try parseDatabase(item, number: 1, defaults: defaults, priceLists: priceLists).0
+    }
+
+    private func parseDocument(yaml: String) throws -> (
+        config: ReplicationConfig, defaults: Layer, priceLists: [String: PriceList]
+    ) {
         guard yaml.utf8.count <= ConfigShape.maxBytes else {
             throw failure(nil, "the configuration is larger than \(ConfigShape.maxBytes >> 20) MiB")
         }
@@ -226,7 +244,7 @@ struct ConfigParser {
             }
             config.uploaderThreads = n
         }
-        return config
+        return (config, defaults, priceLists)
     }
 
     private func parseDatabase(_ item: Node, number: Int, defaults: Layer, priceLists: [String: PriceList]) throws
@@ -309,7 +327,8 @@ struct ConfigParser {
         if case .file = kind { chosenList = own.replica.priceList }
         if let listName = chosenList {
             guard let list = priceLists[listName] else {
-                let node = own.replica.nodes["price-list"] ?? defaults.replica.nodes["price-list"] ?? replicaEntry.keyNode
+                let node =
+                    own.replica.nodes["price-list"] ?? defaults.replica.nodes["price-list"] ?? replicaEntry.keyNode
                 let known = priceLists.keys.sorted()
                 var hint = "price lists: \(known.joined(separator: ", ")); add your own under 'prices:'"
                 if let suggestion = ConfigValues.suggestion(for: listName, among: known) {
@@ -475,7 +494,9 @@ struct ConfigParser {
             let name = keyScalar.string
             let scope = Scope.priceList(name)
             guard case .mapping = value else {
-                throw failure(value, "price list '\(name)' in 'prices' must be a mapping of prices (e.g. 'storage-per-gb-month: 0.015')")
+                throw failure(
+                    value,
+                    "price list '\(name)' in 'prices' must be a mapping of prices (e.g. 'storage-per-gb-month: 0.015')")
             }
             let fields = try entries(of: value, scope: scope, known: PriceList.configKeys)
             var list: PriceList
@@ -503,7 +524,8 @@ struct ConfigParser {
                 guard let number = Double(cleaned), number.isFinite, number >= 0, number <= Self.largestPrice else {
                     throw failure(
                         e.value,
-                        "invalid price '\(text)' for '\(key)'\(scope.suffix) (a number of dollars from 0 to \(Int(Self.largestPrice)), e.g. 0.015)")
+                        "invalid price '\(text)' for '\(key)'\(scope.suffix) (a number of dollars from 0 to \(Int(Self.largestPrice)), e.g. 0.015)"
+                    )
                 }
                 list[keyPath: path] = number
             }
@@ -547,7 +569,8 @@ struct ConfigParser {
                 expanded = try ConfigValues.expandEnvironment(reference.string, environment)
             } catch .undefined(let name) {
                 throw failure(
-                    valueNode, "environment variable '\(name)' is not set (used by encryption key '\(id)'\(scope.suffix))")
+                    valueNode,
+                    "environment variable '\(name)' is not set (used by encryption key '\(id)'\(scope.suffix))")
             } catch {
                 throw failure(valueNode, "malformed variable reference in encryption key '\(id)'\(scope.suffix)")
             }

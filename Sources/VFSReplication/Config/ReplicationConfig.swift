@@ -107,6 +107,28 @@ public struct ReplicationConfig: Sendable, Equatable {
         return config
     }
 
+    /// One more database for the configuration file at `path`, as if the file listed it: the
+    /// file's `defaults` apply (max-delay, levels, S3 settings, encryption, price list) and every
+    /// check a listed database passes. The file is read again, so it must still be valid; a
+    /// relative `databasePath` or `url` is taken from the file's folder. For databases added while
+    /// running (`vfs_replication_add`), which must not miss what `defaults` says: a database
+    /// shipped unencrypted beside encrypted ones would be a silent hole.
+    public static func addedDatabase(
+        configPath path: String, databasePath: String, replicaURL: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> DatabaseConfig {
+        let absolutePath = ConfigPaths.absolute(path, relativeTo: FileManager.default.currentDirectoryPath)
+        guard let data = FileManager.default.contents(atPath: absolutePath),
+            let yaml = String(data: data, encoding: .utf8)
+        else {
+            throw ReplicationError(.invalidConfig, "\(path): configuration file cannot be read")
+        }
+        let parser = ConfigParser(
+            sourceName: path, baseDirectory: (absolutePath as NSString).deletingLastPathComponent,
+            environment: environment)
+        return try parser.addedDatabase(yaml: yaml, path: databasePath, url: replicaURL)
+    }
+
     /// Parses and validates configuration text. `baseDirectory` anchors relative paths (made
     /// absolute against the current directory if it is relative itself); `sourceName` prefixes
     /// error messages (`"config.yml:7: ..."`).
