@@ -75,8 +75,8 @@ final class ExtensionState: @unchecked Sendable {
 }
 
 extension ExtensionState {
-    /// The running replicator and the folder its config is in (relative paths start there).
-    private func running(for call: String) throws -> (Replicator, String) {
+    /// The running replicator and its config file (relative paths start in the file's folder).
+    private func running(for call: String) throws -> (replicator: Replicator, configPath: String) {
         let (replicator, configPath) = Replicator.withProcessLock { (self.replicator, self.configPath) }
         guard let replicator, let configPath else {
             throw ReplicationError(
@@ -84,7 +84,7 @@ extension ExtensionState {
                 "\(call): replication is not running in this process; set VFS_REPLICATION_CONFIG or call vfs_replication_config(path) first"
             )
         }
-        return (replicator, URL(fileURLWithPath: configPath).deletingLastPathComponent().path)
+        return (replicator, configPath)
     }
 
     /// `path` as the config file would read it: relative to its folder.
@@ -97,8 +97,7 @@ extension ExtensionState {
     /// credentials, encryption, price list), as if the file listed it. Returns its absolute path.
     func add(path: String, replicaURL: String) throws -> String {
         let call = "vfs_replication_add('\(path)', '\(replicaURL)')"
-        let (replicator, _) = try running(for: call)
-        let configPath = Replicator.withProcessLock { self.configPath } ?? ""
+        let (replicator, configPath) = try running(for: call)
         let db: DatabaseConfig
         do {
             db = try ReplicationConfig.addedDatabase(
@@ -113,7 +112,8 @@ extension ExtensionState {
     /// `vfs_replication_remove(path)`: ships what the database committed, then stops
     /// replicating it. False if it was not replicated.
     func remove(path: String) throws -> Bool {
-        let (replicator, base) = try running(for: "vfs_replication_remove('\(path)')")
+        let (replicator, configPath) = try running(for: "vfs_replication_remove('\(path)')")
+        let base = URL(fileURLWithPath: configPath).deletingLastPathComponent().path
         return replicator.removeDatabase(path: Self.absolute(path, base))
     }
 }

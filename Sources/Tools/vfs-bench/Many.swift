@@ -191,7 +191,7 @@ struct Many: ParsableCommand {
     /// Glibc module, so the function is looked up by name.
     static func heapMiB() -> (inUse: Double, freeHeld: Double)? {
         typealias MallocInfo = @convention(c) (Int32, UnsafeMutablePointer<FILE>?) -> Int32
-        guard let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "malloc_info") else { return nil }
+        guard let symbol = glibcSymbol("malloc_info") else { return nil }
         let mallocInfo = unsafeBitCast(symbol, to: MallocInfo.self)
         var buffer: UnsafeMutablePointer<CChar>?
         var size = 0
@@ -220,11 +220,17 @@ struct Many: ParsableCommand {
         return ((system - free + mmapped) / 1_048_576, free / 1_048_576)
     }
 
+    /// A function of the process (glibc's malloc.h ones are not in Swift's Glibc module).
+    static func glibcSymbol(_ name: String) -> UnsafeMutableRawPointer? {
+        guard let process = dlopen(nil, RTLD_NOW) else { return nil }
+        return dlsym(process, name)
+    }
+
     /// glibc's malloc_trim(0): gives free heap memory back to the system (looked up by name, as
     /// malloc_info). False if it is not there.
     static func mallocTrim() -> Bool {
         typealias MallocTrim = @convention(c) (Int) -> Int32
-        guard let process = dlopen(nil, RTLD_NOW), let symbol = dlsym(process, "malloc_trim") else { return false }
+        guard let symbol = glibcSymbol("malloc_trim") else { return false }
         _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
         return true
     }

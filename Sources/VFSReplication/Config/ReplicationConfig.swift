@@ -77,26 +77,7 @@ public struct ReplicationConfig: Sendable, Equatable {
         path: String,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> ReplicationConfig {
-        let absolutePath = ConfigPaths.absolute(path, relativeTo: FileManager.default.currentDirectoryPath)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: absolutePath, isDirectory: &isDirectory) else {
-            throw ReplicationError(.invalidConfig, "\(path): configuration file does not exist")
-        }
-        guard !isDirectory.boolValue else {
-            throw ReplicationError(.invalidConfig, "\(path): is a directory, not a configuration file")
-        }
-        if let size = (try? FileManager.default.attributesOfItem(atPath: absolutePath))?[.size] as? Int,
-            size > ConfigShape.maxBytes
-        {
-            throw ReplicationError(
-                .invalidConfig, "\(path): configuration file is larger than \(ConfigShape.maxBytes >> 20) MiB")
-        }
-        guard let data = FileManager.default.contents(atPath: absolutePath) else {
-            throw ReplicationError(.invalidConfig, "\(path): configuration file cannot be read")
-        }
-        guard let yaml = String(data: data, encoding: .utf8) else {
-            throw ReplicationError(.invalidConfig, "\(path): configuration file is not UTF-8 text")
-        }
+        let (yaml, absolutePath) = try readText(path: path)
         var config = try parse(
             yaml: yaml,
             baseDirectory: (absolutePath as NSString).deletingLastPathComponent,
@@ -117,16 +98,37 @@ public struct ReplicationConfig: Sendable, Equatable {
         configPath path: String, databasePath: String, replicaURL: String,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> DatabaseConfig {
-        let absolutePath = ConfigPaths.absolute(path, relativeTo: FileManager.default.currentDirectoryPath)
-        guard let data = FileManager.default.contents(atPath: absolutePath),
-            let yaml = String(data: data, encoding: .utf8)
-        else {
-            throw ReplicationError(.invalidConfig, "\(path): configuration file cannot be read")
-        }
+        let (yaml, absolutePath) = try readText(path: path)
         let parser = ConfigParser(
             sourceName: path, baseDirectory: (absolutePath as NSString).deletingLastPathComponent,
             environment: environment)
         return try parser.addedDatabase(yaml: yaml, path: databasePath, url: replicaURL)
+    }
+
+    /// The text of the configuration file at `path` and its absolute path; errors name the file
+    /// as `path` spells it (missing, a directory, too large, unreadable, not UTF-8).
+    private static func readText(path: String) throws -> (yaml: String, absolutePath: String) {
+        let absolutePath = ConfigPaths.absolute(path, relativeTo: FileManager.default.currentDirectoryPath)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: absolutePath, isDirectory: &isDirectory) else {
+            throw ReplicationError(.invalidConfig, "\(path): configuration file does not exist")
+        }
+        guard !isDirectory.boolValue else {
+            throw ReplicationError(.invalidConfig, "\(path): is a directory, not a configuration file")
+        }
+        if let size = (try? FileManager.default.attributesOfItem(atPath: absolutePath))?[.size] as? Int,
+            size > ConfigShape.maxBytes
+        {
+            throw ReplicationError(
+                .invalidConfig, "\(path): configuration file is larger than \(ConfigShape.maxBytes >> 20) MiB")
+        }
+        guard let data = FileManager.default.contents(atPath: absolutePath) else {
+            throw ReplicationError(.invalidConfig, "\(path): configuration file cannot be read")
+        }
+        guard let yaml = String(data: data, encoding: .utf8) else {
+            throw ReplicationError(.invalidConfig, "\(path): configuration file is not UTF-8 text")
+        }
+        return (yaml, absolutePath)
     }
 
     /// Parses and validates configuration text. `baseDirectory` anchors relative paths (made
