@@ -80,11 +80,13 @@ public final class Replicator: @unchecked Sendable {
         _ db: DatabaseConfig, logger: Logger, observers: [any UploaderObserver]
     ) throws -> (SpoolHandle, DatabaseUploader) {
         let spool = try ReplicatedVFS.registerDatabase(path: db.path)
-        let client = try makeReplicaClient(db.replica)
+        let client = try makeDatabaseReplica(db, logger: logger) { [spool] in spool.state().shippedTxid }
         spool.setSpoolLimit(db.spoolMaxBytes, grow: db.spoolGrows)
         spool.setDurability(remote: db.durability == .remote, timeout: db.durabilityTimeout)
         if let marker = RestoreMarker.load(forDatabase: spool.databasePath) {
-            if marker.replica == client.location, spool.adopt(marker) {
+            // A restore from any of the database's replicas continues its lineage.
+            let locations = try db.replicas.map { try makeReplicaClient($0).location }
+            if locations.contains(marker.replica), spool.adopt(marker) {
                 logger.info(
                     "continuing the lineage of a restore",
                     metadata: ["db.path": "\(db.path)", "txid": "\(marker.txid)"])
@@ -104,11 +106,13 @@ public final class Replicator: @unchecked Sendable {
             if let other = currentConfig.databases.first(where: { ConfigPaths.canonical($0.path) == canonical }) {
                 throw ReplicationError(.invalidArgument, "database \(db.path) is already replicated (as \(other.path))")
             }
-            if let other = currentConfig.databases.first(where: { $0.replica.url == db.replica.url }) {
-                throw ReplicationError(
-                    .invalidArgument,
-                    "database \(db.path): replica \(db.replica.url) is already database \(other.path)'s; each database needs its own replica location"
-                )
+            for replica in db.replicas {
+                if let other = currentConfig.databases.first(where: { $0.replicas.contains { $0.url == replica.url } }) {
+                    throw ReplicationError(
+                        .invalidArgument,
+                        "database \(db.path): replica \(replica.url) is already database \(other.path)'s; each database needs its own replica location"
+                    )
+                }
             }
             let list = current()
             for case let status as StatusFileObserver in observers { status.track(db) }
@@ -261,7 +265,7 @@ public final class Replicator: @unchecked Sendable {
         var fresh: [DatabaseUploader] = []
         for (db, spool) in zip(currentConfig.databases, spools) {
             do {
-                let client = try makeReplicaClient(db.replica)
+                let client = try makeDatabaseReplica(db, logger: logger) { [spool] in spool.state().shippedTxid }
                 fresh.append(DatabaseUploader(config: db, spool: spool, replica: client, logger: logger, observers: [status]))
             } catch {
                 logger.error(

@@ -448,9 +448,10 @@ private func write(_ text: String, to path: String) throws {
                   - path: db.sqlite3
                     replicas:
                       - url: s3://bucket/db
+                        type: s3
                 """)
-                == "config.yml:3: unknown key 'replicas' in database 'db.sqlite3' "
-                + "(did you mean 'replica'? each database has one replica)")
+                == "config.yml:5: unknown key 'type' in replica '#1' of database 'db.sqlite3' "
+                + "(the replica type comes from the 'url' scheme: s3:// or file://)")
         #expect(
             configError(
                 """
@@ -517,10 +518,10 @@ private func write(_ text: String, to path: String) throws {
                 == "config.yml:2: 'path' of database #1 is empty")
         #expect(
             configError("databases:\n  - path: db.sqlite3\n")
-                == "config.yml:2: database 'db.sqlite3' has no 'replica' (add 'replica:' with a 'url')")
+                == "config.yml:2: database 'db.sqlite3' has no 'replica' (add 'replica:' with a 'url', or 'replicas:' with a list)")
         #expect(
             configError("databases:\n  - path: db.sqlite3\n    replica:\n")
-                == "config.yml:3: database 'db.sqlite3' has no 'replica' (add 'replica:' with a 'url')")
+                == "config.yml:3: database 'db.sqlite3' has no 'replica' (add 'replica:' with a 'url', or 'replicas:' with a list)")
         #expect(
             configError("databases:\n  - path: db.sqlite3\n    replica:\n      region: auto\n")
                 == "config.yml:3: the replica of database 'db.sqlite3' has no 'url'")

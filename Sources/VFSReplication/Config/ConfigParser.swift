@@ -13,9 +13,9 @@ struct ConfigParser {
     static let topLevelKeys = ["defaults", "databases", "uploader-threads", "prices"]
     static let policyKeys = [
         "max-delay", "spool-max-bytes", "spool-full", "retention", "snapshot-interval", "levels", "durability",
-        "durability-timeout", "group-commit-window", "compaction-cache-bytes",
+        "durability-timeout", "group-commit-window", "compaction-cache-bytes", "durable-replicas",
     ]
-    static let databaseKeys = ["path", "replica"] + policyKeys
+    static let databaseKeys = ["path", "replica", "replicas"] + policyKeys
     static let defaultsKeys = ["replica"] + policyKeys
     static let levelKeys = ["interval"]
     static let replicaKeys = [
@@ -45,7 +45,6 @@ struct ConfigParser {
     /// Explanations for keys people bring from Litestream or other tools.
     static let hints: [String: String] = [
         "dbs": "did you mean 'databases'?",
-        "replicas": "did you mean 'replica'? each database has one replica",
         "bucket": "put the bucket in 'url': s3://BUCKET/PREFIX",
         "type": "the replica type comes from the 'url' scheme: s3:// or file://",
         "<<": "YAML merge keys are not supported; put shared settings under 'defaults'",
@@ -70,6 +69,8 @@ struct ConfigParser {
         case defaultsReplica
         case database(String)
         case replica(String)
+        /// One of several replicas (`replicas:`): database name, replica name or number.
+        case namedReplica(String, String)
         case priceList(String)
         indirect case level(Int, within: Scope)
 
@@ -81,7 +82,17 @@ struct ConfigParser {
             case .defaultsReplica: " in the defaults replica"
             case .database(let name): " in database '\(name)'"
             case .replica(let name): " in the replica of database '\(name)'"
+            case .namedReplica(let database, let replica): " in replica '\(replica)' of database '\(database)'"
             case .priceList(let name): " in price list '\(name)'"
+            }
+        }
+
+        /// The replica a scope is, as a message's subject ("the replica of database 'app'").
+        var replicaSubject: String {
+            switch self {
+            case .replica(let name): "the replica of database '\(name)'"
+            case .namedReplica(let database, let replica): "replica '\(replica)' of database '\(database)'"
+            default: "the replica" + suffix
             }
         }
     }
@@ -105,7 +116,10 @@ struct ConfigParser {
         var snapshotInterval: Duration?
         var compactionIntervals: [Duration]?
         var compactionCacheBytes: Int64?
+        var durableReplicas: (count: Int, node: Node)?
         var replica = ReplicaLayer()
+        /// `replicas:` (a database only): each item's settings, its `name` and its node.
+        var replicas: [(layer: ReplicaLayer, name: String?, node: Node)]?
     }
 
     struct ReplicaLayer {
@@ -224,13 +238,15 @@ struct ConfigParser {
                     item, "database '\(name)' is the same file as database '\(first.name)' (line \(first.line))")
             }
             seenPaths[canonical] = (name, line)
-            if let first = seenURLs[database.replica.url] {
-                throw failure(
-                    item,
-                    "database '\(name)' replicates to \(database.replica.url), as database '\(first.name)' "
-                        + "(line \(first.line)) does; each database needs its own replica location")
+            for replica in database.replicas {
+                if let first = seenURLs[replica.url] {
+                    throw failure(
+                        item,
+                        "database '\(name)' replicates to \(replica.url), as database '\(first.name)' "
+                            + "(line \(first.line)) does; each database needs its own replica location")
+                }
+                seenURLs[replica.url] = (name, line)
             }
-            seenURLs[database.replica.url] = (name, line)
             databases.append(database)
         }
         var config = ReplicationConfig(databases: databases)
@@ -288,60 +304,56 @@ struct ConfigParser {
             throw failure(pathEntry.value, "'path'\(scope.suffix) \(problem)")
         }
 
-        guard let replicaEntry = fields["replica"], !isNull(replicaEntry.value) else {
-            throw failure(
-                fields["replica"]?.keyNode ?? item, "database '\(name)' has no 'replica' (add 'replica:' with a 'url')")
-        }
         let own = try layer(fields, scope: scope)
-        let replicaLayer = own.replica.merged(over: defaults.replica)
-        guard let url = replicaLayer.url else {
-            throw failure(replicaEntry.keyNode, "the replica of database '\(name)' has no 'url'")
-        }
-        let kind: ReplicaConfig.Kind
-        do {
-            kind = try ReplicaConfig.parseLocation(url.text, relativeTo: baseDirectory, home: environment["HOME"])
-        } catch {
-            throw failure(url.node, "invalid 'url' in the replica of database '\(name)': \(error.reason)")
-        }
-        var replica = ReplicaConfig(kind: kind)
-        // Both kinds of replica can be encrypted.
-        replica.encryption = replicaLayer.encryption
-        if case .s3 = kind {
-            if replicaLayer.endpoint != nil, replicaLayer.r2AccountID != nil {
+        var replicas: [ReplicaConfig] = []
+        if let list = own.replicas {
+            if let single = fields["replica"], !isNull(single.value) {
                 throw failure(
-                    own.replica.nodes["r2-account-id"] ?? own.replica.nodes["endpoint"] ?? replicaEntry.keyNode,
-                    "the replica of database '\(name)' sets both 'endpoint' and 'r2-account-id'; "
-                        + "set one (R2's endpoint is derived from the account id)")
+                    single.keyNode,
+                    "database '\(name)' sets both 'replica' and 'replicas'; list every replica under 'replicas'")
             }
-            replica.endpoint = replicaLayer.endpoint
-            replica.region = replicaLayer.region
-            replica.forcePathStyle = replicaLayer.forcePathStyle
-            replica.accessKeyID = replicaLayer.accessKeyID
-            replica.secretAccessKey = replicaLayer.secretAccessKey
-            replica.r2AccountID = replicaLayer.r2AccountID
-            replica.caFile = replicaLayer.caFile
-        }
-        // A directory costs nothing unless its own replica names prices (a `price-list` in
-        // `defaults` is meant for the S3 replicas).
-        var chosenList = replicaLayer.priceList
-        if case .file = kind { chosenList = own.replica.priceList }
-        if let listName = chosenList {
-            guard let list = priceLists[listName] else {
-                let node =
-                    own.replica.nodes["price-list"] ?? defaults.replica.nodes["price-list"] ?? replicaEntry.keyNode
-                let known = priceLists.keys.sorted()
-                var hint = "price lists: \(known.joined(separator: ", ")); add your own under 'prices:'"
-                if let suggestion = ConfigValues.suggestion(for: listName, among: known) {
-                    hint = "did you mean '\(suggestion)'? " + hint
+            var names: [String: Int] = [:]
+            for (index, item) in list.enumerated() {
+                let label = item.name ?? "#\(index + 1)"
+                var replica = try replicaConfig(
+                    own: item.layer, defaults: defaults.replica, keyNode: item.node, scope: .namedReplica(name, label),
+                    priceLists: priceLists)
+                replica.name = item.name ?? Self.defaultReplicaName(replica.kind, taken: Set(names.keys))
+                if let first = names[replica.name!] {
+                    throw failure(
+                        item.node,
+                        "database '\(name)' has two replicas named '\(replica.name!)' (#\(first) and #\(index + 1)); give each its own 'name'")
                 }
-                throw failure(node, "unknown 'price-list' '\(listName)' in the replica of database '\(name)' (\(hint))")
+                names[replica.name!] = index + 1
+                if let same = replicas.first(where: { $0.url == replica.url }) {
+                    throw failure(
+                        item.node,
+                        "replicas '\(same.name ?? "")' and '\(replica.name!)' of database '\(name)' are both \(replica.url); each replica needs its own location")
+                }
+                replicas.append(replica)
             }
-            replica.priceList = list
+        } else {
+            guard let replicaEntry = fields["replica"], !isNull(replicaEntry.value) else {
+                throw failure(
+                    fields["replica"]?.keyNode ?? item,
+                    "database '\(name)' has no 'replica' (add 'replica:' with a 'url', or 'replicas:' with a list)")
+            }
+            replicas.append(
+                try replicaConfig(
+                    own: own.replica, defaults: defaults.replica, keyNode: replicaEntry.keyNode, scope: .replica(name),
+                    priceLists: priceLists))
+        }
+        let durable = own.durableReplicas ?? defaults.durableReplicas
+        if let durable, durable.count > replicas.count {
+            throw failure(
+                durable.node,
+                "'durable-replicas' is \(durable.count) but database '\(name)' has \(replicas.count) replica\(replicas.count == 1 ? "" : "s"); it can be at most that"
+            )
         }
         // A file replica ignores S3 settings (they usually come from `defaults`).
-        let database = DatabaseConfig(
+        var database = DatabaseConfig(
             path: path,
-            replica: replica,
+            replica: replicas[0],
             maxDelay: own.maxDelay ?? defaults.maxDelay ?? ReplicationConfig.defaultMaxDelay,
             spoolMaxBytes: own.spoolMaxBytes ?? defaults.spoolMaxBytes,
             spoolGrows: own.spoolGrows ?? defaults.spoolGrows ?? false,
@@ -358,7 +370,73 @@ struct ConfigParser {
             compactionCacheBytes: own.compactionCacheBytes ?? defaults.compactionCacheBytes
                 ?? MaintenancePolicy.defaultCacheMaxBytes
         )
+        database.replicas = replicas
+        database.durableReplicas = durable?.count ?? 1
         return (database, name)
+    }
+
+    /// A replica's settings merged over the defaults' replica, checked and made a `ReplicaConfig`.
+    private func replicaConfig(
+        own: ReplicaLayer, defaults: ReplicaLayer, keyNode: Node, scope: Scope, priceLists: [String: PriceList]
+    ) throws -> ReplicaConfig {
+        let replicaLayer = own.merged(over: defaults)
+        guard let url = replicaLayer.url else {
+            throw failure(keyNode, "\(scope.replicaSubject) has no 'url'")
+        }
+        let kind: ReplicaConfig.Kind
+        do {
+            kind = try ReplicaConfig.parseLocation(url.text, relativeTo: baseDirectory, home: environment["HOME"])
+        } catch {
+            throw failure(url.node, "invalid 'url'\(scope.suffix): \(error.reason)")
+        }
+        var replica = ReplicaConfig(kind: kind)
+        // Both kinds of replica can be encrypted.
+        replica.encryption = replicaLayer.encryption
+        if case .s3 = kind {
+            if replicaLayer.endpoint != nil, replicaLayer.r2AccountID != nil {
+                throw failure(
+                    own.nodes["r2-account-id"] ?? own.nodes["endpoint"] ?? keyNode,
+                    "\(scope.replicaSubject) sets both 'endpoint' and 'r2-account-id'; "
+                        + "set one (R2's endpoint is derived from the account id)")
+            }
+            replica.endpoint = replicaLayer.endpoint
+            replica.region = replicaLayer.region
+            replica.forcePathStyle = replicaLayer.forcePathStyle
+            replica.accessKeyID = replicaLayer.accessKeyID
+            replica.secretAccessKey = replicaLayer.secretAccessKey
+            replica.r2AccountID = replicaLayer.r2AccountID
+            replica.caFile = replicaLayer.caFile
+        }
+        // A directory costs nothing unless its own replica names prices (a `price-list` in
+        // `defaults` is meant for the S3 replicas).
+        var chosenList = replicaLayer.priceList
+        if case .file = kind { chosenList = own.priceList }
+        if let listName = chosenList {
+            guard let list = priceLists[listName] else {
+                let node = own.nodes["price-list"] ?? defaults.nodes["price-list"] ?? keyNode
+                let known = priceLists.keys.sorted()
+                var hint = "price lists: \(known.joined(separator: ", ")); add your own under 'prices:'"
+                if let suggestion = ConfigValues.suggestion(for: listName, among: known) {
+                    hint = "did you mean '\(suggestion)'? " + hint
+                }
+                throw failure(node, "unknown 'price-list' '\(listName)'\(scope.suffix) (\(hint))")
+            }
+            replica.priceList = list
+        }
+        return replica
+    }
+
+    /// A replica without a `name`: its kind (`s3`, `file`), numbered when taken.
+    static func defaultReplicaName(_ kind: ReplicaConfig.Kind, taken: Set<String>) -> String {
+        let base: String
+        switch kind {
+        case .s3: base = "s3"
+        case .file: base = "file"
+        }
+        if !taken.contains(base) { return base }
+        var n = 2
+        while taken.contains("\(base)-\(n)") { n += 1 }
+        return "\(base)-\(n)"
     }
 
     // MARK: Layers
@@ -433,7 +511,57 @@ struct ConfigParser {
                 of: entry.value, scope: replicaScope, known: Self.replicaKeys, refusals: refusals)
             layer.replica = try replicaLayer(replicaFields, scope: replicaScope)
         }
+        if let entry = fields["durable-replicas"], let text = try string(entry, scope: scope) {
+            guard let n = Int(text), (1...Self.maxReplicas).contains(n) else {
+                throw failure(
+                    entry.value,
+                    "invalid 'durable-replicas' '\(text)'\(scope.suffix): a whole number from 1 to \(Self.maxReplicas) (how many replicas must hold a transaction before it counts as shipped)"
+                )
+            }
+            layer.durableReplicas = (n, entry.value)
+        }
+        if let entry = fields["replicas"], !isNull(entry.value), case .database(let name) = scope {
+            guard case .sequence(let items) = entry.value, !items.isEmpty else {
+                throw failure(
+                    entry.value, "'replicas'\(scope.suffix) must be a list of replicas, each starting with '- url:'")
+            }
+            guard items.count <= Self.maxReplicas else {
+                throw failure(entry.value, "'replicas'\(scope.suffix) lists \(items.count) replicas; at most \(Self.maxReplicas)")
+            }
+            var list: [(layer: ReplicaLayer, name: String?, node: Node)] = []
+            for (index, item) in items.enumerated() {
+                var label = "#\(index + 1)"
+                if case .mapping(let m) = item, case .scalar(let n)? = m["name"], !n.string.isEmpty { label = n.string }
+                let itemScope = Scope.namedReplica(name, label)
+                guard case .mapping = item else {
+                    throw failure(item, "replica #\(index + 1)\(scope.suffix) must be a mapping with a 'url'")
+                }
+                let itemFields = try entries(of: item, scope: itemScope, known: ["name"] + Self.replicaKeys)
+                var replicaName: String?
+                if let e = itemFields["name"], let text = try string(e, scope: itemScope) {
+                    guard Self.isValidReplicaName(text) else {
+                        throw failure(
+                            e.value,
+                            "invalid replica name '\(text)'\(scope.suffix): 1 to 32 letters, digits, '.', '_' or '-'")
+                    }
+                    replicaName = text
+                }
+                list.append((try replicaLayer(itemFields, scope: itemScope), replicaName, item))
+            }
+            layer.replicas = list
+        }
         return layer
+    }
+
+    /// The most replicas one database may list (`replicas:`).
+    static let maxReplicas = 8
+
+    static func isValidReplicaName(_ name: String) -> Bool {
+        (1...32).contains(name.utf8.count)
+            && name.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F
+                    || c == 0x2D
+            }
     }
 
     private func replicaLayer(_ fields: [String: Entry], scope: Scope) throws -> ReplicaLayer {

@@ -170,8 +170,18 @@ public enum Durability: String, Sendable, Equatable {
 public struct DatabaseConfig: Sendable, Equatable {
     /// The database file: absolute and standardized (no `.`, `..` or `//`); symlinks are kept.
     public var path: String
-    /// Where its transactions go.
-    public var replica: ReplicaConfig
+    /// Where its transactions go: one replica (`replica:`) or several (`replicas:`), the first
+    /// listed first. Every replica gets every transaction; see `ReplicaSet`.
+    public var replicas: [ReplicaConfig]
+    /// The first replica (the only one unless the config lists `replicas:`).
+    public var replica: ReplicaConfig {
+        get { replicas[0] }
+        set { replicas[0] = newValue }
+    }
+    /// How many replicas must hold a transaction before it counts as shipped (`durable-replicas`,
+    /// default 1): what a `durability: remote` commit waits for, and what lets the spool be
+    /// trimmed. Replicas beyond it that missed a file are caught up from the others.
+    public var durableReplicas: Int = 1
     /// How long a committed transaction may wait before it is shipped (`max-delay`, default 1s).
     public var maxDelay: Duration
     /// How many bytes of not-yet-shipped transactions the local spool may hold
@@ -216,7 +226,7 @@ public struct DatabaseConfig: Sendable, Equatable {
         compactionCacheBytes: Int64 = MaintenancePolicy.defaultCacheMaxBytes
     ) {
         self.path = ConfigPaths.absolute(path, relativeTo: FileManager.default.currentDirectoryPath)
-        self.replica = replica
+        self.replicas = [replica]
         self.maxDelay = maxDelay
         self.spoolMaxBytes = spoolMaxBytes
         self.spoolGrows = spoolGrows
@@ -251,6 +261,11 @@ public struct ReplicaConfig: Sendable, Equatable {
 
     /// Normalized location: `file:///abs/path` (percent-encoded) or `s3://bucket/prefix`.
     public var url: String
+    /// What status and messages call the replica when a database has several (`name:` in
+    /// `replicas:`, else its kind: `s3`, `file`, numbered when taken); nil for a lone `replica:`.
+    public var name: String?
+    /// `name`, else the location.
+    public var label: String { name ?? url }
     public var kind: Kind
     /// S3 endpoint, e.g. `http://127.0.0.1:8333`; nil for AWS (or R2 through `r2AccountID`).
     public var endpoint: String?

@@ -159,6 +159,8 @@ public final class MetricsObserver: UploaderObserver, @unchecked Sendable {
         case .fenced:
             m.fenced.record(1)
             m.errors.increment()
+        case .replica, .replicaRequest, .replicaDownloaded:
+            break
         }
     }
 

@@ -29,6 +29,15 @@ public enum UploaderEvent: Sendable, Equatable {
     case error(String?)
     /// Another writer owns the replica: shipping stopped for good.
     case fenced(String)
+    /// A database with several replicas (`replicas:`): one of them changed state (current,
+    /// behind, fenced), TXID or error. Sent for each replica when the uploader starts.
+    case replica(ReplicaMemberStatus)
+    /// A database with several replicas: requests made to one of them (also counted in
+    /// `.request`, the database's total).
+    case replicaRequest(replica: String, RequestKind, count: Int)
+    /// A database with several replicas: a GET from one of them returned this many bytes (also
+    /// counted in `.downloaded`).
+    case replicaDownloaded(replica: String, bytes: Int64)
 }
 
 /// Receives every uploader's events (status file, metrics, a dashboard).

@@ -165,6 +165,8 @@ public struct UploaderRecord: Sendable, Equatable, Codable {
             }
         case .fenced(let message):
             fenced = ErrorRecord(message: message, at: now)
+        case .replica, .replicaRequest, .replicaDownloaded:
+            break
         }
     }
 

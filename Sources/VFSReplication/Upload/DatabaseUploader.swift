@@ -34,6 +34,12 @@ final class DatabaseUploader: @unchecked Sendable {
     let config: DatabaseConfig
     let spool: SpoolHandle
     let replica: any ReplicaClient
+    /// The same client when the database has several replicas (`replicas:`): catching up a
+    /// replica that fell behind is part of maintenance.
+    private let replicaSet: ReplicaSet?
+    /// A batch whose publish failed with several replicas: it is retried as it is, not grown by
+    /// later commits, so a replica that took it gets no second, overlapping file.
+    private var retryUnchanged = false
     private let logger: Logger
     private let observers: [any UploaderObserver]
     /// Compaction, snapshots by compaction and retention (runs in turns between uploads).
@@ -94,8 +100,29 @@ final class DatabaseUploader: @unchecked Sendable {
         self.config = config
         self.spool = spool
         let path = config.path
-        self.replica = ObservedReplicaClient(replica) { event in
+        let send: @Sendable (UploaderEvent) -> Void = { event in
             for o in observers { o.uploader(database: path, didReport: event) }
+        }
+        if let set = replica as? ReplicaSet {
+            // Several replicas: each one's requests are counted (and priced) on its own, and
+            // the database's totals are their sum.
+            set.observe(
+                wrap: { name, client in
+                    ObservedReplicaClient(client) { event in
+                        send(event)
+                        switch event {
+                        case .request(let kind, let count): send(.replicaRequest(replica: name, kind, count: count))
+                        case .downloaded(let bytes): send(.replicaDownloaded(replica: name, bytes: bytes))
+                        default: break
+                        }
+                    }
+                },
+                report: { send(.replica($0)) })
+            self.replica = set
+            self.replicaSet = set
+        } else {
+            self.replica = ObservedReplicaClient(replica, report: send)
+            self.replicaSet = nil
         }
         self.observers = observers
         self.maintainer = ReplicaMaintainer(
@@ -332,7 +359,8 @@ final class DatabaseUploader: @unchecked Sendable {
                 decision: policy.decide(batch: batch, nowMs: nowMs, flushRequested: flushing), nowMs: nowMs,
                 startedUp: startedUp, needSnapshot: needSnapshot, batchEmpty: batch.isEmpty, flushing: flushing,
                 flushWaiting: flushWaiting, idleReclaimDueMs: idleReclaimDueMs(spool.state()),
-                maintenanceInMs: maintainer.nextDue(now: now).map { Int64($0.timeIntervalSince(now) * 1000) },
+                maintenanceInMs: [maintainer.nextDue(now: now), replicaSet?.nextCatchUp()].compactMap { $0 }.min()
+                    .map { Int64($0.timeIntervalSince(now) * 1000) },
                 pollInterval: pollInterval, idleCap: Self.idleWaitCap))
         switch next {
         case .again:
@@ -427,6 +455,11 @@ final class DatabaseUploader: @unchecked Sendable {
     /// One round: read new spool records, snapshot if needed, ship if due.
     private func step(flushing: Bool) throws {
         if !startedUp { try startUp() }
+        if retryUnchanged && !batch.isEmpty && !needSnapshot {
+            try shipBatch()
+            reportPending()
+            return
+        }
         do {
             try readSpool()
         } catch let error as ReplicationError where error.code == .corruptSpool {
@@ -472,6 +505,16 @@ final class DatabaseUploader: @unchecked Sendable {
     }
 
     private func runMaintenance(slice: Duration) {
+        if let set = replicaSet, let due = set.nextCatchUp(), due <= Date() {
+            do {
+                try set.catchUp(deadline: Date().addingTimeInterval(slice.seconds))
+            } catch let error as ReplicationError where error.code == .fenced {
+                markFenced(error, during: "catching up a replica")
+            } catch {
+                logger.warning("catching up a replica failed; will retry", metadata: ["error": "\(error)"])
+            }
+            return
+        }
         do {
             let report = try maintainer.tick(now: Date(), deadline: Date().addingTimeInterval(slice.seconds))
             if !report.isEmpty {
@@ -877,9 +920,15 @@ final class DatabaseUploader: @unchecked Sendable {
             checksums: pre.map {
                 LTXHeader.DatabaseChecksums(pre: $0, post: sums.postApply(changes: changes, commit: batch.commitPages))
             })
-        try replica.publish(
-            level: 0, minTXID: batch.minTXID, maxTXID: batch.maxTXID, localPath: tmp,
-            timestamp: Date(timeIntervalSince1970: Double(batch.timestampMs) / 1000))
+        do {
+            try replica.publish(
+                level: 0, minTXID: batch.minTXID, maxTXID: batch.maxTXID, localPath: tmp,
+                timestamp: Date(timeIntervalSince1970: Double(batch.timestampMs) / 1000))
+        } catch {
+            if replicaSet != nil { retryUnchanged = true }
+            throw error
+        }
+        retryUnchanged = false
         logger.debug(
             "batch shipped",
             metadata: ["txid.min": "\(batch.minTXID)", "txid.max": "\(batch.maxTXID)", "bytes": "\(encoder.size)"])
